@@ -1,0 +1,1 @@
+"""Maintainers and staff: who they are, how they sign in, what staff may do."""

@@ -1,0 +1,93 @@
+"""Input validation for the accounts pages; forms never query the database."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    BooleanField,
+    DateField,
+    EmailField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+)
+from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
+from wtforms.widgets import CheckboxInput, HiddenInput, ListWidget
+
+from accounts.models import StaffRole
+from db import ActorKind
+
+_EMAIL = [
+    DataRequired("Enter your email address."),
+    Length(max=320, message="An email address has at most 320 characters."),
+    Email("Enter an email address like name@example.org.", check_deliverability=False),
+]
+
+
+class SignInLinkForm(FlaskForm):
+    email = EmailField("Email address", validators=_EMAIL)
+
+
+class ConfirmForm(FlaskForm):
+    """A form with only its CSRF token, for buttons that change state."""
+
+
+class StaffSignInForm(FlaskForm):
+    email = EmailField("Email address", validators=_EMAIL)
+    password = PasswordField(
+        "Password",
+        validators=[
+            DataRequired("Enter your password."),
+            Length(max=1024, message="That password is too long."),
+        ],
+    )
+
+
+class _RoleChoices(SelectMultipleField):
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+_ROLE_CHOICES = [(role.value, f"{role.value} — {role.description}") for role in StaffRole]
+
+
+class StaffEditForm(FlaskForm):
+    name = StringField(
+        "Name",
+        validators=[
+            DataRequired("Enter a name."),
+            Length(max=200, message="A name has at most 200 characters."),
+        ],
+    )
+    roles = _RoleChoices("Roles", choices=_ROLE_CHOICES)
+    active = BooleanField("May sign in", default=True)
+
+    @property
+    def selected_roles(self) -> list[StaffRole]:
+        return [StaffRole(value) for value in self.roles.data or ()]
+
+
+class StaffCreateForm(StaffEditForm):
+    email = EmailField("Email address", validators=_EMAIL)
+
+
+
+class AuditFilterForm(FlaskForm):
+    """The audit log's filters: a GET form, so it carries no CSRF token."""
+
+    class Meta:
+        csrf = False
+
+    action = StringField("Action starts with", validators=[Optional(), Length(max=100)])
+    actor_kind = SelectField(
+        "Actor",
+        choices=[("", "anyone")] + [(kind.value, kind.value) for kind in ActorKind],
+        validators=[Optional()],
+    )
+    subject_kind = StringField("Subject kind", validators=[Optional(), Length(max=50)])
+    subject_id = StringField("Subject id", validators=[Optional(), Length(max=100)])
+    since = DateField("From (UTC)", validators=[Optional()])
+    until = DateField("Until (UTC, inclusive)", validators=[Optional()])
+    before = IntegerField(widget=HiddenInput(), validators=[Optional(), NumberRange(min=1)])

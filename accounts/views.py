@@ -1,0 +1,267 @@
+"""Pages for signing in and out, the maintainer's account, staff management and the audit log."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user, login_user, logout_user
+
+from accounts import services
+from accounts.errors import (
+    InvalidCredentials,
+    LastAdmin,
+    SignInLinkExpired,
+    SignInLinkInvalid,
+    SignInLinkUsed,
+    StaffEmailTaken,
+)
+from accounts.forms import (
+    AuditFilterForm,
+    ConfirmForm,
+    SignInLinkForm,
+    StaffCreateForm,
+    StaffEditForm,
+    StaffSignInForm,
+)
+from accounts.models import StaffRole
+from db import AuditFilter, get_session, search_audit_events
+from mail import get_mailer, recent_outbox
+from security import (
+    SIGN_IN_LINK_PER_ADDRESS,
+    SIGN_IN_LINK_PER_IP,
+    STAFF_SIGN_IN_PER_ACCOUNT,
+    STAFF_SIGN_IN_PER_IP,
+    current_staff_roles,
+    email_rate_key,
+    limiter,
+    maintainer_required,
+    staff_required,
+)
+from settings import get_settings
+
+bp = Blueprint("accounts", __name__)
+
+_LINK_PROBLEMS = (SignInLinkInvalid, SignInLinkExpired, SignInLinkUsed)
+
+
+def _form_status(form: object) -> int:
+    """400 when a submitted form has errors, so scripts and tests see the refusal."""
+    return 400 if getattr(form, "errors", None) else 200
+
+
+def _safe_next(default: str) -> str:
+    """Where to go after signing in: only a path on this site, never another origin."""
+    target = request.args.get("next", "")
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return default
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    if current_user.is_authenticated:
+        target = "accounts.staff_home" if current_user.is_staff else "accounts.account"
+        return redirect(url_for(target))
+    return render_template("accounts/index.html", settings=get_settings())
+
+
+# --- maintainers ------------------------------------------------------------------------------
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+@limiter.limit(SIGN_IN_LINK_PER_IP, methods=["POST"])
+@limiter.limit(SIGN_IN_LINK_PER_ADDRESS, key_func=email_rate_key, methods=["POST"])
+def sign_in() -> ResponseReturnValue:
+    form = SignInLinkForm()
+    if form.validate_on_submit():
+        settings = get_settings()
+        services.request_sign_in_link(
+            session=get_session(),
+            mailer=get_mailer(),
+            email=form.email.data,
+            base_url=settings.base_url,
+            valid_for=timedelta(minutes=settings.sign_in_link_minutes),
+        )
+        return redirect(url_for("accounts.sign_in_sent"))
+    return render_template("accounts/sign_in.html", form=form), _form_status(form)
+
+
+@bp.get("/sign-in/sent")
+def sign_in_sent() -> ResponseReturnValue:
+    return render_template("accounts/sign_in_sent.html", settings=get_settings())
+
+
+@bp.route("/sign-in/link/<token>", methods=["GET", "POST"])
+@limiter.limit(SIGN_IN_LINK_PER_IP)
+def sign_in_link(token: str) -> ResponseReturnValue:
+    # Opening the link only shows a button: mail scanners that fetch links must not spend it.
+    form = ConfirmForm()
+    try:
+        if form.validate_on_submit():
+            maintainer = services.use_sign_in_link(session=get_session(), token=token)
+            login_user(maintainer)
+            flash(f"Signed in as {maintainer.username}.", "success")
+            return redirect(_safe_next(url_for("accounts.account")))
+        maintainer = services.check_sign_in_link(session=get_session(), token=token)
+    except _LINK_PROBLEMS as problem:
+        return render_template(
+            "accounts/link_problem.html", problem=problem, form=SignInLinkForm(formdata=None)
+        ), problem.status_code
+    return render_template("accounts/sign_in_link.html", form=form, maintainer=maintainer)
+
+
+@bp.get("/account")
+@maintainer_required
+def account() -> ResponseReturnValue:
+    return render_template("accounts/account.html", maintainer=current_user)
+
+
+@bp.post("/sign-out")
+def sign_out() -> ResponseReturnValue:
+    # CSRF-protected like every POST, so a third-party page cannot sign anyone out.
+    logout_user()
+    flash("You are signed out.", "info")
+    return redirect(url_for("accounts.index"))
+
+
+# --- staff ------------------------------------------------------------------------------------
+
+
+@bp.route("/staff/sign-in", methods=["GET", "POST"])
+@limiter.limit(STAFF_SIGN_IN_PER_IP, methods=["POST"])
+@limiter.limit(STAFF_SIGN_IN_PER_ACCOUNT, key_func=email_rate_key, methods=["POST"])
+def staff_sign_in() -> ResponseReturnValue:
+    form = StaffSignInForm()
+    if form.validate_on_submit():
+        try:
+            staff = services.authenticate_staff(
+                session=get_session(), email=form.email.data, password=form.password.data
+            )
+        except InvalidCredentials as problem:
+            form.password.errors.append(problem.message)
+            return render_template("accounts/staff_sign_in.html", form=form), 401
+        login_user(staff)
+        return redirect(_safe_next(url_for("accounts.staff_home")))
+    return render_template("accounts/staff_sign_in.html", form=form), _form_status(form)
+
+
+@bp.get("/staff/")
+@staff_required()
+def staff_home() -> ResponseReturnValue:
+    return render_template("accounts/staff_home.html", roles=current_staff_roles())
+
+
+@bp.get("/staff/people")
+@staff_required(StaffRole.ADMIN)
+def staff_list() -> ResponseReturnValue:
+    people = services.list_staff(session=get_session())
+    return render_template("accounts/staff_list.html", people=people)
+
+
+@bp.route("/staff/people/new", methods=["GET", "POST"])
+@staff_required(StaffRole.ADMIN)
+def staff_create() -> ResponseReturnValue:
+    form = StaffCreateForm()
+    if form.validate_on_submit():
+        password = services.generate_password()
+        try:
+            staff = services.create_staff(
+                session=get_session(),
+                actor=services.actor_for(current_user),
+                email=form.email.data,
+                name=form.name.data,
+                roles=form.selected_roles,
+                password=password,
+            )
+        except StaffEmailTaken as problem:
+            form.email.errors.append(problem.message)
+        else:
+            # Shown once, never stored in clear: the admin hands it over and it can be reset.
+            return render_template("accounts/staff_password.html", staff=staff, password=password)
+    return render_template("accounts/staff_form.html", form=form, staff=None), _form_status(form)
+
+
+@bp.route("/staff/people/<int:staff_id>", methods=["GET", "POST"])
+@staff_required(StaffRole.ADMIN)
+def staff_edit(staff_id: int) -> ResponseReturnValue:
+    session = get_session()
+    staff = services.get_staff(session=session, staff_id=staff_id)
+    form = StaffEditForm(obj=staff)
+    if request.method == "GET":
+        form.roles.data = sorted(services.roles_of(session=session, staff=staff))
+    if form.validate_on_submit():
+        try:
+            services.update_staff(
+                session=session,
+                actor=services.actor_for(current_user),
+                staff_id=staff_id,
+                name=form.name.data,
+                roles=form.selected_roles,
+                active=form.active.data,
+            )
+        except LastAdmin as problem:
+            form.roles.errors = [problem.message]
+        else:
+            flash(f"Saved {staff.name}.", "success")
+            return redirect(url_for("accounts.staff_list"))
+    return render_template(
+        "accounts/staff_form.html", form=form, staff=staff, reset_form=ConfirmForm()
+    ), _form_status(form)
+
+
+@bp.post("/staff/people/<int:staff_id>/password")
+@staff_required(StaffRole.ADMIN)
+def staff_reset_password(staff_id: int) -> ResponseReturnValue:
+    if not ConfirmForm().validate_on_submit():
+        abort(400, "The form expired. Go back, reload the page and try again.")
+    password = services.generate_password()
+    staff = services.reset_staff_password(
+        session=get_session(),
+        actor=services.actor_for(current_user),
+        staff_id=staff_id,
+        password=password,
+    )
+    return render_template(
+        "accounts/staff_password.html", staff=staff, password=password, reset=True
+    )
+
+
+@bp.get("/staff/audit")
+@staff_required(StaffRole.ADMIN, StaffRole.VIEWER)
+def audit_log() -> ResponseReturnValue:
+    form = AuditFilterForm(request.args)
+    events = []
+    if form.validate():
+        events = search_audit_events(
+            session=get_session(),
+            audit_filter=AuditFilter(
+                action=form.action.data or "",
+                actor_kind=form.actor_kind.data or "",
+                subject_kind=form.subject_kind.data or "",
+                subject_id=form.subject_id.data or "",
+                since=_start_of(form.since.data),
+                until=_start_of(form.until.data, days=1),
+            ),
+            before_id=form.before.data,
+        )
+    return render_template("accounts/audit_log.html", form=form, events=events), _form_status(form)
+
+
+def _start_of(day: date | None, days: int = 0) -> datetime | None:
+    """Midnight UTC at the start of ``day`` (plus ``days``), for inclusive date filters."""
+    if day is None:
+        return None
+    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=days)
+
+
+# --- development outbox -----------------------------------------------------------------------
+
+
+@bp.get("/dev/outbox")
+def dev_outbox() -> ResponseReturnValue:
+    """The mail the demo has 'sent', so a newcomer can click their sign-in link."""
+    if get_settings().mail_backend != "outbox":
+        abort(404)
+    return render_template("accounts/outbox.html", messages=recent_outbox(session=get_session()))

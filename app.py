@@ -1,0 +1,115 @@
+"""The application factory: wiring only — settings, extensions, blueprints, CLI, error pages."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from flask import Flask, jsonify, render_template, request
+from flask.typing import ResponseReturnValue
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException, InternalServerError
+
+import db
+import mail
+import security
+from accounts.models import StaffRole
+from errors import DomainError
+from settings import Settings, SettingsError
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build an app for ``settings`` (read from the environment when not given)."""
+    if settings is None:
+        try:
+            settings = Settings.from_env(os.environ)
+        except SettingsError as error:
+            sys.exit(f"Security Key Giveaway cannot start: {error}")
+
+    app = Flask(__name__, instance_path=str(settings.instance_path))
+    app.extensions["keys_settings"] = settings
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        MAX_FORM_MEMORY_SIZE=settings.max_request_bytes,
+        PREFERRED_URL_SCHEME="https" if settings.https else "http",
+    )
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    db.init_app(app, db.Database(db.create_db_engine(settings.database_url)))
+    mail.init_app(app, mail.create_mailer(settings))
+    security.init_app(app, settings)
+
+    from accounts.views import bp as accounts_bp
+
+    app.register_blueprint(accounts_bp)
+
+    _register_cli(app)
+    _register_error_pages(app)
+
+    @app.context_processor
+    def _template_globals() -> dict[str, Any]:
+        return {
+            "settings": settings,
+            "has_role": security.has_role,
+            "StaffRole": StaffRole,
+        }
+
+    return app
+
+
+def _register_cli(app: Flask) -> None:
+    from accounts.cli import staff_cli
+    from demo import seed_command
+    from mail import mail_cli
+
+    app.cli.add_command(db.db_cli)
+    app.cli.add_command(seed_command)
+    app.cli.add_command(staff_cli)
+    app.cli.add_command(mail_cli)
+
+
+def _register_error_pages(app: Flask) -> None:
+    def render_error(
+        status: int, title: str, message: str, headers: dict[str, str] | None = None
+    ) -> ResponseReturnValue:
+        if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+            return jsonify(error=title, message=message, status=status), status, headers or {}
+        page = render_template("errors/error.html", status=status, title=title, message=message)
+        return page, status, headers or {}
+
+    @app.errorhandler(DomainError)
+    def _domain_error(error: DomainError) -> ResponseReturnValue:
+        db.discard_changes()
+        return render_error(error.status_code, error.title, error.message)
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(_error: CSRFError) -> ResponseReturnValue:
+        db.discard_changes()
+        return render_error(
+            400,
+            "The form had expired",
+            "For your safety, forms work only for the page they came from. "
+            "Go back, reload the page and send it again.",
+        )
+
+    @app.errorhandler(HTTPException)
+    def _http_error(error: HTTPException) -> ResponseReturnValue:
+        db.discard_changes()
+        status = error.code or 500
+        message = error.description or ""
+        if status == 429:
+            message = "Too many attempts in a short time. Wait a few minutes, then try again."
+        # Keep what the exception says about itself (Allow on 405, Retry-After on 429).
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        return render_error(status, error.name, message, headers)
+
+    @app.errorhandler(InternalServerError)
+    def _server_error(_error: InternalServerError) -> ResponseReturnValue:
+        db.discard_changes()
+        return render_error(
+            500,
+            "Something went wrong on our side",
+            "The error has been logged and nothing you sent was half-saved. "
+            "Please try again in a minute.",
+        )

@@ -1,0 +1,326 @@
+"""The database: engine, one session per request or command, aware UTC datetimes, audit events.
+
+A request gets one session, created on first use and kept in ``g``; it is committed once, just
+before the response leaves (so a failed commit still becomes an error page), and rolled back
+on any error. Services flush but never commit. The audit log is append-only: the migration
+installs triggers that refuse updates and deletes, so "nothing is deleted" is the database's
+promise, not only ours.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import sqlalchemy as sa
+from alembic import command as alembic_command
+from alembic.config import Config
+from flask import Flask, current_app, g
+from flask.cli import with_appcontext
+from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import sessionmaker
+from sqlmodel import Field, Session, SQLModel, col
+
+# Constraint names that Alembic and every database agree on.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+_EXTENSION = "keys_db"
+
+# JSON everywhere, JSONB where PostgreSQL can index and compare it.
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    """The current time, aware and in UTC: the only clock the domain reads."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Stores aware datetimes as UTC and always returns them aware, even from SQLite."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column; use db.utcnow()")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(
+        self, value: datetime | None, dialect: sa.Dialect
+    ) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def create_db_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, foreign keys and write-ahead locking."""
+    if not url.startswith("sqlite"):
+        return sa.create_engine(url, pool_pre_ping=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 15})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to SQLAlchemy (pysqlite's own is broken for savepoints).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(connection: sa.Connection) -> None:
+        # IMMEDIATE takes the write lock up front, so two racing writers queue on the busy
+        # timeout instead of one failing when it upgrades a read lock.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+class Database:
+    """The engine and session factory of one app; tests may rebind the factory."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sessionmaker: sessionmaker[Session] = sessionmaker(
+            bind=engine, class_=Session, expire_on_commit=False
+        )
+
+    def session(self) -> Session:
+        return self.sessionmaker()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session committed once at the end, rolled back on error (CLI commands use it)."""
+        session = self.session()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+
+def init_app(app: Flask, database: Database) -> None:
+    """Install the database and the one-commit-per-request cycle."""
+    app.extensions[_EXTENSION] = database
+
+    @app.after_request
+    def _commit(response: Any) -> Any:
+        session: Session | None = g.pop("db_session", None)
+        if session is not None:
+            try:
+                if response.status_code >= 500:
+                    session.rollback()
+                else:
+                    session.commit()
+            finally:
+                session.close()
+        return response
+
+    @app.teardown_request
+    def _rollback(_exc: BaseException | None) -> None:
+        # Only reached with a session still open when the request failed before after_request.
+        session: Session | None = g.pop("db_session", None)
+        if session is not None:
+            session.rollback()
+            session.close()
+
+
+def get_database(app: Flask | None = None) -> Database:
+    database: Database = (app or current_app).extensions[_EXTENSION]
+    return database
+
+
+def get_session() -> Session:
+    """The session of the current request: unique for each request and reused within it."""
+    if "db_session" not in g:
+        g.db_session = get_database().session()
+    session: Session = g.db_session
+    return session
+
+
+def discard_changes() -> None:
+    """Roll back what the current request has done so far (an error handler's first step)."""
+    session: Session | None = g.get("db_session")
+    if session is not None:
+        session.rollback()
+
+
+# --- audit events -----------------------------------------------------------------------------
+
+
+class ActorKind(enum.StrEnum):
+    ANONYMOUS = "anonymous"
+    MAINTAINER = "maintainer"
+    STAFF = "staff"
+    SYSTEM = "system"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did something: a maintainer, a staff member, the system (CLI, cron) or nobody known."""
+
+    kind: ActorKind
+    id: int | None = None
+    label: str = ""
+
+    @classmethod
+    def system(cls, label: str = "cli") -> Actor:
+        return cls(ActorKind.SYSTEM, None, label)
+
+    @classmethod
+    def anonymous(cls) -> Actor:
+        return cls(ActorKind.ANONYMOUS)
+
+
+class AuditEvent(SQLModel, table=True):
+    """One state change: who, what, when, to which subject, with before/after details."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (
+        sa.Index("ix_audit_event_subject", "subject_kind", "subject_id"),
+        sa.Index("ix_audit_event_occurred_at", "occurred_at"),
+        sa.Index("ix_audit_event_action", "action"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    occurred_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    actor_kind: str = Field(max_length=20)
+    actor_id: int | None = None
+    actor_label: str = Field(default="", max_length=200)
+    action: str = Field(max_length=100)
+    subject_kind: str = Field(default="", max_length=50)
+    subject_id: str = Field(default="", max_length=100)
+    details: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType, nullable=False)
+
+
+def record_event(
+    *,
+    session: Session,
+    actor: Actor,
+    action: str,
+    subject_kind: str = "",
+    subject_id: object = "",
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one audit event in the caller's transaction: it lands exactly when the change does."""
+    audit_event = AuditEvent(
+        occurred_at=utcnow(),
+        actor_kind=actor.kind.value,
+        actor_id=actor.id,
+        actor_label=actor.label[:200],
+        action=action,
+        subject_kind=subject_kind,
+        subject_id="" if subject_id is None else str(subject_id),
+        details=details or {},
+    )
+    session.add(audit_event)
+    return audit_event
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What the audit log page narrows by; empty fields match everything."""
+
+    action: str = ""
+    actor_kind: str = ""
+    actor_id: int | None = None
+    subject_kind: str = ""
+    subject_id: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def search_audit_events(
+    *, session: Session, audit_filter: AuditFilter, before_id: int | None = None, limit: int = 50
+) -> list[AuditEvent]:
+    """Newest events first, matching the filter; page with ``before_id`` (the last id seen).
+
+    ``action`` matches a prefix, so ``sign_in`` finds every sign-in event.
+    """
+    f = audit_filter
+    query = sa.select(AuditEvent)
+    if f.action:
+        query = query.where(col(AuditEvent.action).startswith(f.action, autoescape=True))
+    if f.actor_kind:
+        query = query.where(col(AuditEvent.actor_kind) == f.actor_kind)
+    if f.actor_id is not None:
+        query = query.where(col(AuditEvent.actor_id) == f.actor_id)
+    if f.subject_kind:
+        query = query.where(col(AuditEvent.subject_kind) == f.subject_kind)
+    if f.subject_id:
+        query = query.where(col(AuditEvent.subject_id) == f.subject_id)
+    if f.since is not None:
+        query = query.where(col(AuditEvent.occurred_at) >= f.since)
+    if f.until is not None:
+        query = query.where(col(AuditEvent.occurred_at) < f.until)
+    if before_id is not None:
+        query = query.where(col(AuditEvent.id) < before_id)
+    query = query.order_by(col(AuditEvent.id).desc()).limit(limit)
+    return list(session.execute(query).scalars().all())
+
+
+# --- migrations -------------------------------------------------------------------------------
+
+MIGRATIONS_PATH = Path(__file__).resolve().parent / "migrations"
+
+
+def import_models() -> type[SQLModel]:
+    """Import every module that defines tables, so ``SQLModel.metadata`` is complete."""
+    import accounts.models  # noqa: F401
+    import distribution.models  # noqa: F401
+    import eligibility.models  # noqa: F401
+    import mail  # noqa: F401
+
+    return SQLModel
+
+
+def alembic_config(database_url: str, connection: sa.Connection | None = None) -> Config:
+    """Alembic's configuration for ``database_url`` (or an open ``connection``)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_PATH))
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade_database(database_url: str, revision: str = "head") -> None:
+    """Apply the migrations up to ``revision``."""
+    alembic_command.upgrade(alembic_config(database_url), revision)
+
+
+@click.group("db")
+def db_cli() -> None:
+    """Database schema commands."""
+
+
+@db_cli.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@with_appcontext
+def upgrade_command(revision: str) -> None:
+    """Apply the Alembic migrations to KEYS_DATABASE_URL."""
+    upgrade_database(get_database().engine.url.render_as_string(hide_password=False), revision)
+    click.echo(f"Database is at migration {revision}.")

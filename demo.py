@@ -1,0 +1,122 @@
+"""`flask --app app seed`: the demo programme, loaded idempotently from ``seed_data/``.
+
+Running it twice changes nothing: every person, role and stock batch is looked up before it is
+added. It refuses to run outside development or demo mode, because its staff share a password
+printed in the README.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+from flask.cli import with_appcontext
+from sqlmodel import Session
+
+from accounts import services as accounts
+from accounts.models import StaffRole
+from db import Actor, get_database
+from distribution import stock
+from eligibility import services as eligibility
+from eligibility.models import ProjectRoleKind
+from settings import get_settings
+
+SEED_DATA = Path(__file__).resolve().parent / "seed_data"
+
+
+@dataclass
+class SeedReport:
+    maintainers_added: int = 0
+    roles_added: int = 0
+    staff_added: int = 0
+    batches_received: int = 0
+    staff_logins: list[dict[str, str]] = field(default_factory=list)
+
+
+def seed_demo(*, session: Session, data: dict[str, Any]) -> SeedReport:
+    """Add whatever of the demo data is missing; return what was added."""
+    actor = Actor.system("seed")
+    report = SeedReport()
+    for person in data["maintainers"]:
+        maintainer = accounts.find_maintainer_by_username(
+            session=session, username=person["username"]
+        )
+        if maintainer is None:
+            maintainer = accounts.create_maintainer(
+                session=session,
+                actor=actor,
+                username=person["username"],
+                email=person["email"],
+                display_name=person["display_name"],
+                country=person["country"],
+            )
+            report.maintainers_added += 1
+        for role in person["roles"]:
+            project = eligibility.ensure_project(session=session, name=role["project"])
+            if eligibility.find_project_role(
+                session=session, project=project, maintainer=maintainer
+            ):
+                continue
+            eligibility.grant_project_role(
+                session=session,
+                actor=actor,
+                project=project,
+                maintainer=maintainer,
+                role=ProjectRoleKind(role["role"]),
+                organisation=role.get("organisation"),
+            )
+            report.roles_added += 1
+    for person in data["staff"]:
+        if accounts.find_staff_by_email(session=session, email=person["email"]) is None:
+            accounts.create_staff(
+                session=session,
+                actor=actor,
+                email=person["email"],
+                name=person["name"],
+                roles=[StaffRole(role) for role in person["roles"]],
+                password=data["staff_password"],
+            )
+            report.staff_added += 1
+        report.staff_logins.append(
+            {"email": person["email"], "password": data["staff_password"],
+             "roles": ",".join(person["roles"])}
+        )
+    for batch in data["stock"]:
+        if stock.find_receipt(session=session, sku=batch["sku"], reference=batch["reference"]):
+            continue
+        stock.receive_stock(
+            session=session,
+            actor=actor,
+            sku=batch["sku"],
+            quantity=batch["quantity"],
+            reference=batch["reference"],
+            note="Demo opening stock",
+        )
+        report.batches_received += 1
+    return report
+
+
+@click.command("seed")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@with_appcontext
+def seed_command(as_json: bool) -> None:
+    """Load the demo data (idempotent; development or demo mode only)."""
+    settings = get_settings()
+    if not (settings.development or settings.demo_mode):
+        raise click.ClickException(
+            "seed loads demo people with a published password; it runs only with "
+            "KEYS_ENV=development or KEYS_DEMO_MODE=1."
+        )
+    data = json.loads((SEED_DATA / "demo.json").read_text(encoding="utf-8"))
+    with get_database().transaction() as session:
+        report = seed_demo(session=session, data=data)
+    if as_json:
+        click.echo(json.dumps(report.__dict__))
+        return
+    click.echo(
+        f"Demo data: {report.maintainers_added} maintainers, {report.roles_added} roles, "
+        f"{report.staff_added} staff and {report.batches_received} stock batches added."
+    )

@@ -1,0 +1,1 @@
+"""Who may claim a key: download statistics, critical projects, maintainer roles, countries."""

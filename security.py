@@ -1,0 +1,143 @@
+"""Who may do what: sign-in sessions, roles, CSRF, rate limits and security headers.
+
+The extension objects live here, once; ``init_app`` binds them to an app. Views guard
+themselves with ``maintainer_required`` or ``staff_required(role, …)``; the authorisation test
+walks ``app.url_map`` so that no route can forget to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from flask import Flask, Response, abort, g, redirect, request, url_for
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager, current_user
+from flask_wtf.csrf import CSRFProtect
+
+from accounts.models import Maintainer, Staff, StaffRole
+from accounts.services import load_user, normalize_email, roles_of
+from db import get_session
+from settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+login_manager = LoginManager()
+csrf = CSRFProtect()
+limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
+
+# Rate limits on everything that guesses at a secret or sends mail.
+SIGN_IN_LINK_PER_ADDRESS = "5 per 15 minutes"
+SIGN_IN_LINK_PER_IP = "30 per hour"
+STAFF_SIGN_IN_PER_ACCOUNT = "10 per 15 minutes"
+STAFF_SIGN_IN_PER_IP = "30 per hour"
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+
+
+def email_rate_key() -> str:
+    """Rate-limit key for forms that name an email address: the address, normalised."""
+    return "email:" + normalize_email(request.form.get("email", ""))[:320]
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.https,
+        SESSION_COOKIE_NAME="keys_session",
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=settings.https,
+        RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+    )
+    login_manager.init_app(app)
+    login_manager.session_protection = "basic"
+    csrf.init_app(app)
+    limiter.init_app(app)
+
+    @login_manager.user_loader
+    def _load(user_id: str) -> Maintainer | Staff | None:
+        return load_user(session=get_session(), user_id=user_id)
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        headers.setdefault("X-Frame-Options", "DENY")
+        if settings.https:
+            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+        if current_user and current_user.is_authenticated:
+            headers.setdefault("Cache-Control", "no-store")
+        return response
+
+
+def current_staff_roles() -> frozenset[StaffRole]:
+    """The roles of the signed-in staff member (none for anyone else), read once per request."""
+    if "staff_roles" not in g:
+        user = current_user
+        g.staff_roles = (
+            roles_of(session=get_session(), staff=cast(Staff, user))
+            if user.is_authenticated and user.is_staff
+            else frozenset()
+        )
+    roles: frozenset[StaffRole] = g.staff_roles
+    return roles
+
+
+def has_role(*roles: StaffRole) -> bool:
+    """Whether the signed-in staff member holds one of ``roles`` (admins hold them all)."""
+    held = current_staff_roles()
+    return StaffRole.ADMIN in held or bool(held.intersection(roles)) or (not roles and bool(held))
+
+
+def maintainer_required(view: F) -> F:
+    """Only a signed-in maintainer; anonymous visitors are sent to sign in, staff refused."""
+
+    @wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_authenticated:
+            return redirect(url_for("accounts.sign_in", next=request.full_path))
+        if current_user.is_staff:
+            abort(403, "This page is for maintainers. Sign out of the staff account first.")
+        return view(*args, **kwargs)
+
+    return cast(F, guarded)
+
+
+def staff_required(*roles: StaffRole) -> Callable[[F], F]:
+    """Only signed-in staff holding one of ``roles`` (any role when none is named)."""
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return redirect(url_for("accounts.staff_sign_in", next=request.full_path))
+            if not current_user.is_staff:
+                abort(403, "This page is for programme staff.")
+            if not has_role(*roles):
+                needed = ", ".join(role.value for role in roles)
+                abort(403, f"This page needs one of these roles: {needed}.")
+            return view(*args, **kwargs)
+
+        return cast(F, guarded)
+
+    return decorator
+

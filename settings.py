@@ -1,0 +1,265 @@
+"""Typed, frozen settings read once from ``KEYS_*`` environment variables.
+
+Code receives the ``Settings`` object (or the values it needs); nothing else reads the
+environment. Outside development the app refuses to start without a real secret key and a
+public base URL, because a defaulted secret is a forged session waiting to happen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from flask import current_app
+
+ENVIRONMENTS = ("development", "production")
+MAIL_BACKENDS = ("smtp", "outbox")
+
+# Countries the programme ships to by default (ISO 3166-1 alpha-2; the United Kingdom is GB).
+DEFAULT_COUNTRIES = ("AT", "BE", "CA", "FR", "DE", "IT", "JP", "ES", "CH", "GB", "US")
+
+# Words from tutorials and templates; a secret containing one is a placeholder. They are long
+# enough that a random secret never contains one by chance.
+_PLACEHOLDER_WORDS = ("change", "secret", "placeholder", "example", "never-guess", "replace")
+_MIN_SECRET_LENGTH = 32
+_MIN_DISTINCT_CHARACTERS = 12
+
+_DEFAULT_INSTANCE = Path(__file__).resolve().parent / "instance"
+
+
+class SettingsError(ValueError):
+    """A ``KEYS_*`` variable is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything configurable about one deployment of the programme."""
+
+    environment: str = "production"
+    demo_mode: bool = False
+    secret_key: str = field(repr=False)
+    database_url: str
+    base_url: str
+    instance_path: Path = _DEFAULT_INSTANCE
+    ratelimit_storage_url: str = "memory://"
+
+    mail_backend: str = "smtp"
+    mail_from: str = "Security Key Giveaway <keys@localhost>"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_username: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_timeout_seconds: float = 10.0
+
+    programme_opens_at: datetime = datetime(2026, 11, 1, tzinfo=UTC)
+    programme_closes_at: datetime = datetime(2027, 11, 1, tzinfo=UTC)
+    countries: tuple[str, ...] = DEFAULT_COUNTRIES
+    keys_per_maintainer: int = 2
+    claim_code_expiry_days: int = 30
+    critical_percent: float = 1.0
+
+    sign_in_link_minutes: int = 15
+    max_request_bytes: int = 2 * 1024 * 1024
+
+    @property
+    def development(self) -> bool:
+        return self.environment == "development"
+
+    @property
+    def https(self) -> bool:
+        return urlsplit(self.base_url).scheme == "https"
+
+    @property
+    def rp_id(self) -> str:
+        """The WebAuthn relying-party ID: the host of the public origin."""
+        return urlsplit(self.base_url).hostname or "localhost"
+
+    def replace(self, **changes: object) -> Settings:
+        """A copy with some values changed, validated like the original."""
+        updated = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        updated.validate()
+        return updated
+
+    def validate(self) -> None:
+        """Refuse a configuration that would be unsafe or meaningless."""
+        if self.environment not in ENVIRONMENTS:
+            raise SettingsError(f"KEYS_ENV must be one of {', '.join(ENVIRONMENTS)}")
+        if self.mail_backend not in MAIL_BACKENDS:
+            raise SettingsError(f"KEYS_MAIL_BACKEND must be one of {', '.join(MAIL_BACKENDS)}")
+        if not self.development:
+            _require_real_secret(self.secret_key)
+            if self.mail_backend == "outbox" and not self.demo_mode:
+                raise SettingsError(
+                    "KEYS_MAIL_BACKEND=outbox keeps mail in the database; "
+                    "it is only for development or KEYS_DEMO_MODE=1"
+                )
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError("KEYS_BASE_URL must be an origin like https://keys.example.org")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise SettingsError("KEYS_BASE_URL must be an origin without a path")
+        if not self.development and parts.scheme != "https" and not _is_loopback(parts.hostname):
+            raise SettingsError("KEYS_BASE_URL must use https outside development")
+        if self.programme_closes_at <= self.programme_opens_at:
+            raise SettingsError("KEYS_PROGRAMME_CLOSES must be after KEYS_PROGRAMME_OPENS")
+        if not self.countries:
+            raise SettingsError("KEYS_COUNTRIES must name at least one country")
+        if not 1 <= self.keys_per_maintainer <= 10:
+            raise SettingsError("KEYS_KEYS_PER_MAINTAINER must be between 1 and 10")
+        if self.claim_code_expiry_days < 1:
+            raise SettingsError("KEYS_CLAIM_CODE_EXPIRY_DAYS must be at least 1")
+        if not 0 < self.critical_percent <= 100:
+            raise SettingsError("KEYS_CRITICAL_PERCENT must be above 0 and at most 100")
+        if self.sign_in_link_minutes < 1:
+            raise SettingsError("KEYS_SIGN_IN_LINK_MINUTES must be at least 1")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Read and validate the settings from an environment mapping."""
+        env = _Reader(environ)
+        environment = env.text("KEYS_ENV", "production")
+        demo_mode = env.flag("KEYS_DEMO_MODE", False)
+        instance_path = Path(env.text("KEYS_INSTANCE_PATH", str(_DEFAULT_INSTANCE)))
+        development = environment == "development"
+
+        secret_key = env.text("KEYS_SECRET_KEY", "")
+        if not secret_key and development:
+            # A fresh secret per process: sessions do not survive a restart, which is fine
+            # for a laptop and means no secret ever ships in the code.
+            secret_key = secrets.token_urlsafe(48)
+
+        base_url = env.text("KEYS_BASE_URL", "http://127.0.0.1:5000" if development else "")
+        if not base_url:
+            raise SettingsError("KEYS_BASE_URL is required outside development")
+
+        settings = cls(
+            environment=environment,
+            demo_mode=demo_mode,
+            secret_key=secret_key,
+            database_url=env.text(
+                "KEYS_DATABASE_URL", f"sqlite:///{instance_path / 'keys.sqlite3'}"
+            ),
+            base_url=base_url.rstrip("/"),
+            instance_path=instance_path,
+            ratelimit_storage_url=env.text("KEYS_RATELIMIT_STORAGE_URL", "memory://"),
+            mail_backend=env.text("KEYS_MAIL_BACKEND", "outbox" if demo_mode else "smtp"),
+            mail_from=env.text("KEYS_MAIL_FROM", cls.mail_from),
+            smtp_host=env.text("KEYS_SMTP_HOST", cls.smtp_host),
+            smtp_port=env.integer("KEYS_SMTP_PORT", cls.smtp_port),
+            smtp_starttls=env.flag("KEYS_SMTP_STARTTLS", cls.smtp_starttls),
+            smtp_username=env.text("KEYS_SMTP_USERNAME", ""),
+            smtp_password=env.text("KEYS_SMTP_PASSWORD", ""),
+            programme_opens_at=env.instant("KEYS_PROGRAMME_OPENS", cls.programme_opens_at),
+            programme_closes_at=env.instant("KEYS_PROGRAMME_CLOSES", cls.programme_closes_at),
+            countries=env.countries("KEYS_COUNTRIES", DEFAULT_COUNTRIES),
+            keys_per_maintainer=env.integer("KEYS_KEYS_PER_MAINTAINER", cls.keys_per_maintainer),
+            claim_code_expiry_days=env.integer(
+                "KEYS_CLAIM_CODE_EXPIRY_DAYS", cls.claim_code_expiry_days
+            ),
+            critical_percent=env.number("KEYS_CRITICAL_PERCENT", cls.critical_percent),
+            sign_in_link_minutes=env.integer("KEYS_SIGN_IN_LINK_MINUTES", 15),
+            max_request_bytes=env.integer("KEYS_MAX_REQUEST_BYTES", cls.max_request_bytes),
+        )
+        settings.validate()
+        return settings
+
+
+def get_settings() -> Settings:
+    """The settings of the current app."""
+    settings: Settings = current_app.extensions["keys_settings"]
+    return settings
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _require_real_secret(secret_key: str) -> None:
+    if not secret_key:
+        raise SettingsError(
+            "KEYS_SECRET_KEY is required outside development: "
+            'generate one with python -c "import secrets; print(secrets.token_urlsafe(48))"'
+        )
+    lowered = secret_key.lower()
+    if (
+        len(secret_key) < _MIN_SECRET_LENGTH
+        or len(set(secret_key)) < _MIN_DISTINCT_CHARACTERS
+        or any(word in lowered for word in _PLACEHOLDER_WORDS)
+    ):
+        raise SettingsError(
+            f"KEYS_SECRET_KEY looks like a placeholder: use at least {_MIN_SECRET_LENGTH} "
+            "random characters"
+        )
+
+
+class _Reader:
+    """Parses typed values out of the environment, naming the variable on error."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def text(self, name: str, default: str) -> str:
+        return self._environ.get(name, default).strip()
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self._environ.get(name)
+        if raw is None or raw.strip() == "":
+            return default
+        value = raw.strip().lower()
+        if value in ("1", "true", "yes", "on"):
+            return True
+        if value in ("0", "false", "no", "off"):
+            return False
+        raise SettingsError(f"{name} must be 1 or 0, not {raw!r}")
+
+    def integer(self, name: str, default: int) -> int:
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+
+    def number(self, name: str, default: float) -> float:
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            return float(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be a number, not {raw!r}") from None
+
+    def instant(self, name: str, default: datetime) -> datetime:
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = datetime.fromisoformat(raw)
+        except ValueError:
+            raise SettingsError(f"{name} must be an ISO date or date-time, not {raw!r}") from None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def countries(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return default
+        import pycountry  # imported here: only needed when the list is overridden
+
+        codes = []
+        for item in raw.replace(";", ",").split(","):
+            code = item.strip().upper()
+            if not code:
+                continue
+            code = "GB" if code == "UK" else code
+            if pycountry.countries.get(alpha_2=code) is None:
+                raise SettingsError(f"{name} names an unknown country code {item.strip()!r}")
+            if code not in codes:
+                codes.append(code)
+        return tuple(codes)
