@@ -81,8 +81,11 @@ def seed_demo(*, session: Session, data: dict[str, Any]) -> SeedReport:
             )
             report.staff_added += 1
         report.staff_logins.append(
-            {"email": person["email"], "password": data["staff_password"],
-             "roles": ",".join(person["roles"])}
+            {
+                "email": person["email"],
+                "password": data["staff_password"],
+                "roles": ",".join(person["roles"]),
+            }
         )
     for batch in data["stock"]:
         if stock.find_receipt(session=session, sku=batch["sku"], reference=batch["reference"]):

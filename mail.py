@@ -175,7 +175,9 @@ def send_pending_command(as_json: bool) -> None:
     """Retry messages the SMTP server did not take (safe from cron)."""
     mailer = get_mailer()
     if not isinstance(mailer, SMTPMailer):
-        raise click.ClickException("The outbox back-end keeps mail in the database; nothing to send.")
+        raise click.ClickException(
+            "The outbox back-end keeps mail in the database; nothing to send."
+        )
     with get_database().transaction() as session:
         sent, failing = send_pending(session=session, mailer=mailer)
     report = {"sent": sent, "still_failing": failing}

@@ -53,6 +53,10 @@ def email_rate_key() -> str:
     return "email:" + normalize_email(request.form.get("email", ""))[:320]
 
 
+def _requested_path() -> str:
+    return request.full_path.rstrip("?")
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -114,7 +118,7 @@ def maintainer_required(view: F) -> F:
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         if not current_user.is_authenticated:
-            return redirect(url_for("accounts.sign_in", next=request.full_path))
+            return redirect(url_for("accounts.sign_in", next=_requested_path()))
         if current_user.is_staff:
             abort(403, "This page is for maintainers. Sign out of the staff account first.")
         return view(*args, **kwargs)
@@ -129,7 +133,7 @@ def staff_required(*roles: StaffRole) -> Callable[[F], F]:
         @wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             if not current_user.is_authenticated:
-                return redirect(url_for("accounts.staff_sign_in", next=request.full_path))
+                return redirect(url_for("accounts.staff_sign_in", next=_requested_path()))
             if not current_user.is_staff:
                 abort(403, "This page is for programme staff.")
             if not has_role(*roles):
@@ -140,4 +144,3 @@ def staff_required(*roles: StaffRole) -> Callable[[F], F]:
         return cast(F, guarded)
 
     return decorator
-

@@ -99,6 +99,8 @@ class Settings:
                     "KEYS_MAIL_BACKEND=outbox keeps mail in the database; "
                     "it is only for development or KEYS_DEMO_MODE=1"
                 )
+        if not self.base_url:
+            raise SettingsError("KEYS_BASE_URL is required outside development")
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SettingsError("KEYS_BASE_URL must be an origin like https://keys.example.org")
@@ -135,9 +137,6 @@ class Settings:
             secret_key = secrets.token_urlsafe(48)
 
         base_url = env.text("KEYS_BASE_URL", "http://127.0.0.1:5000" if development else "")
-        if not base_url:
-            raise SettingsError("KEYS_BASE_URL is required outside development")
-
         settings = cls(
             environment=environment,
             demo_mode=demo_mode,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from typing import Any
 
 import click
 from flask.cli import with_appcontext
@@ -31,7 +33,7 @@ def create_command(
     email: str, name: str, roles: tuple[str, ...], password_stdin: bool, as_json: bool
 ) -> None:
     """Create a staff member; prints a generated password unless one comes on stdin."""
-    password = click.get_text_stream("stdin").readline().rstrip("\n") if password_stdin else ""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else ""
     generated = not password
     password = password or services.generate_password()
     with reported_as_cli_error(), get_database().transaction() as session:
@@ -43,7 +45,7 @@ def create_command(
             roles=[StaffRole(role) for role in roles],
             password=password,
         )
-    report = {"id": staff.id, "email": staff.email, "roles": sorted(roles)}
+    report: dict[str, Any] = {"id": staff.id, "email": staff.email, "roles": sorted(roles)}
     if generated:
         report["password"] = password
     _print(report, as_json, f"Created staff member {staff.email} (id {staff.id}).")
@@ -73,7 +75,7 @@ def list_command(as_json: bool) -> None:
     """Every staff member with their roles."""
     with get_database().transaction() as session:
         people = services.list_staff(session=session)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"id": s.id, "email": s.email, "name": s.name, "active": s.active, "roles": sorted(roles)}
         for s, roles in people
     ]
@@ -85,11 +87,10 @@ def list_command(as_json: bool) -> None:
         click.echo(f"{row['email']:40} {','.join(row['roles']):30} {row['name']}{state}")
 
 
-def _print(report: dict[str, object], as_json: bool, summary: str) -> None:
+def _print(report: dict[str, Any], as_json: bool, summary: str) -> None:
     if as_json:
         click.echo(json.dumps(report))
         return
     click.echo(summary)
     if "password" in report:
         click.echo(f"Password (shown once): {report['password']}")
-

@@ -13,6 +13,7 @@ from wtforms import (
     SelectMultipleField,
     StringField,
 )
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
 from wtforms.widgets import CheckboxInput, HiddenInput, ListWidget
 
@@ -50,7 +51,9 @@ class _RoleChoices(SelectMultipleField):
     option_widget = CheckboxInput()
 
 
-_ROLE_CHOICES = [(role.value, f"{role.value} — {role.description}") for role in StaffRole]
+_ROLE_CHOICES = [
+    SelectChoice(role.value, f"{role.value} — {role.description}") for role in StaffRole
+]
 
 
 class StaffEditForm(FlaskForm):
@@ -73,7 +76,6 @@ class StaffCreateForm(StaffEditForm):
     email = EmailField("Email address", validators=_EMAIL)
 
 
-
 class AuditFilterForm(FlaskForm):
     """The audit log's filters: a GET form, so it carries no CSRF token."""
 
@@ -83,7 +85,7 @@ class AuditFilterForm(FlaskForm):
     action = StringField("Action starts with", validators=[Optional(), Length(max=100)])
     actor_kind = SelectField(
         "Actor",
-        choices=[("", "anyone")] + [(kind.value, kind.value) for kind in ActorKind],
+        choices=[SelectChoice("", "anyone")] + [SelectChoice(kind.value) for kind in ActorKind],
         validators=[Optional()],
     )
     subject_kind = StringField("Subject kind", validators=[Optional(), Length(max=50)])

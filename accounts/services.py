@@ -27,13 +27,13 @@ from db import Actor, ActorKind, record_event, utcnow
 from mail import Mail, Mailer
 
 # werkzeug's scrypt (n=2^15, r=8, p=1): memory-hard and needs no extra dependency.
-PASSWORD_METHOD = "scrypt"
+PASSWORD_METHOD = "scrypt"  # noqa: S105 - a hash method, not a password
 MIN_PASSWORD_LENGTH = 12
 # Hashed once at import so that an unknown address costs as much time as a wrong password.
 _DUMMY_HASH = generate_password_hash(secrets.token_urlsafe(16), method=PASSWORD_METHOD)
 _TOKEN_BYTES = 32
 # Readable passwords for staff: no 0/O or 1/l/I to misread when handed over.
-_PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+_PASSWORD_ALPHABET = "abcdefghjkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # noqa: S105
 
 
 def normalize_email(email: str) -> str:
@@ -69,9 +69,7 @@ def find_maintainer_by_email(*, session: Session, email: str) -> Maintainer | No
 
 def find_maintainer_by_username(*, session: Session, username: str) -> Maintainer | None:
     return session.exec(
-        select(Maintainer).where(
-            sa.func.lower(Maintainer.username) == username.strip().lower()
-        )
+        select(Maintainer).where(sa.func.lower(Maintainer.username) == username.strip().lower())
     ).first()
 
 
@@ -213,8 +211,7 @@ def _find_link(session: Session, token: str) -> SignInLink:
         ).first()
     if link is None:
         raise SignInLinkInvalid(
-            "This link is not one we sent, or it was copied incompletely. "
-            "Ask for a new one below."
+            "This link is not one we sent, or it was copied incompletely. Ask for a new one below."
         )
     return link
 
@@ -360,15 +357,15 @@ def update_staff(
         action="staff.updated",
         subject_kind="staff",
         subject_id=staff.id,
-        details={"before": before, "after": {"name": staff.name, "roles": after_roles,
-                                             "active": active}},
+        details={
+            "before": before,
+            "after": {"name": staff.name, "roles": after_roles, "active": active},
+        },
     )
     return staff
 
 
-def reset_staff_password(
-    *, session: Session, actor: Actor, staff_id: int, password: str
-) -> Staff:
+def reset_staff_password(*, session: Session, actor: Actor, staff_id: int, password: str) -> Staff:
     """Set a new password and sign the staff member out of every other session."""
     _require_strong(password)
     staff = get_staff(session=session, staff_id=staff_id)

@@ -66,12 +66,11 @@ def receive_stock(
 
 def on_hand(*, session: Session) -> dict[str, int]:
     """Keys on hand per model: the sum of the ledger (models without movements show 0)."""
-    totals = dict(
-        session.execute(
-            sa.select(StockMovement.sku, sa.func.sum(StockMovement.quantity)).group_by(
-                col(StockMovement.sku)
-            )
-        ).tuples()
+    rows = session.execute(
+        sa.select(col(StockMovement.sku), sa.func.sum(StockMovement.quantity)).group_by(
+            col(StockMovement.sku)
+        )
     )
+    totals: dict[str, int] = {sku: quantity for sku, quantity in rows}
     models = session.exec(select(KeyModel.sku).order_by(KeyModel.sku)).all()
     return {sku: int(totals.get(sku) or 0) for sku in models}

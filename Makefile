@@ -1,0 +1,48 @@
+# Two commands on a fresh machine: `make run` serves the demo, `make test` runs every check.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+DEBIAN_PACKAGES := fonts-noto-cjk
+TEST_DEBIAN_PACKAGES := $(DEBIAN_PACKAGES) chromium postgresql poppler-utils
+DEMO_ENV := KEYS_ENV=development KEYS_DEMO_MODE=1
+
+.PHONY: install run test lint bench system-packages test-system-packages
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+system-packages:
+	scripts/ensure-debian-packages.sh $(DEBIAN_PACKAGES)
+
+test-system-packages:
+	scripts/ensure-debian-packages.sh $(TEST_DEBIAN_PACKAGES)
+
+run: install system-packages
+	$(DEMO_ENV) $(BIN)/flask --app app db upgrade
+	$(DEMO_ENV) $(BIN)/flask --app app seed
+	@echo
+	@echo "  Security Key Giveaway demo: http://127.0.0.1:5000"
+	@echo "  Maintainer: sign in with ada@example.org (eligible, Germany); the link arrives in"
+	@echo "              the development outbox at http://127.0.0.1:5000/dev/outbox"
+	@echo "  Staff:      http://127.0.0.1:5000/staff/sign-in as admin@example.org (or shipping@,"
+	@echo "              programme@, viewer@example.org), password demo-password-only"
+	@echo
+	$(DEMO_ENV) $(BIN)/flask --app app run --host 127.0.0.1 --port 5000
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: install test-system-packages lint
+	scripts/run-tests.sh
+
+bench: install test-system-packages
+	@ls bench/*.py >/dev/null 2>&1 || { echo "No benchmarks yet."; exit 0; }; \
+	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

@@ -1,0 +1,162 @@
+"""`flask --app app staff …`, `seed` and `db upgrade` from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from sqlmodel import func, select
+
+from accounts import services
+from accounts.models import Maintainer, Staff, StaffRole
+from distribution import stock
+from eligibility.models import ProjectRole
+from tests.conftest import make_settings
+
+
+def invoke(app, *args, input=None):
+    result = app.test_cli_runner().invoke(args=list(args), input=input)
+    return result
+
+
+def test_staff_create_prints_a_generated_password_once(app, session):
+    result = invoke(
+        app,
+        "staff",
+        "create",
+        "--email",
+        "Ops@Example.org",
+        "--name",
+        "Ops",
+        "--role",
+        "shipping",
+        "--role",
+        "viewer",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["email"] == "ops@example.org"
+    assert report["roles"] == ["shipping", "viewer"]
+    staff = session.get(Staff, report["id"])
+    assert services.roles_of(session=session, staff=staff) == {StaffRole.SHIPPING, StaffRole.VIEWER}
+    assert services.authenticate_staff(
+        session=session, email="ops@example.org", password=report["password"]
+    )
+
+
+def test_staff_create_reads_a_password_from_stdin(app, session):
+    result = invoke(
+        app,
+        "staff",
+        "create",
+        "--email",
+        "a@example.org",
+        "--name",
+        "A",
+        "--role",
+        "admin",
+        "--password-stdin",
+        input="a long enough secret\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Password (shown once)" not in result.output
+    assert services.authenticate_staff(
+        session=session, email="a@example.org", password="a long enough secret"
+    )
+
+
+def test_staff_create_explains_refusals(app):
+    invoke(app, "staff", "create", "--email", "a@example.org", "--name", "A", "--role", "admin")
+    again = invoke(
+        app, "staff", "create", "--email", "A@example.org", "--name", "B", "--role", "viewer"
+    )
+    assert again.exit_code == 1
+    assert "exists already" in again.output
+    bad_role = invoke(
+        app, "staff", "create", "--email", "c@example.org", "--name", "C", "--role", "owner"
+    )
+    assert bad_role.exit_code == 2 and "'owner' is not one of" in bad_role.output
+
+
+def test_staff_reset_password_and_list(app, session):
+    invoke(app, "staff", "create", "--email", "a@example.org", "--name", "Ann", "--role", "admin")
+    reset = invoke(app, "staff", "reset-password", "a@example.org", "--json")
+    assert reset.exit_code == 0, reset.output
+    new_password = json.loads(reset.output)["password"]
+    assert services.authenticate_staff(
+        session=session, email="a@example.org", password=new_password
+    )
+    listing = json.loads(invoke(app, "staff", "list", "--json").output)
+    assert [(s["email"], s["roles"]) for s in listing["staff"]] == [("a@example.org", ["admin"])]
+    missing = invoke(app, "staff", "reset-password", "nobody@example.org")
+    assert missing.exit_code == 1 and "No staff member" in missing.output
+
+
+def test_seed_loads_the_demo_once(database_url, smtp_server, tmp_path, connection, session):
+    from app import create_app
+    from tests.conftest import bind_to
+
+    demo = create_app(
+        make_settings(
+            database_url,
+            smtp_server[1],
+            demo_mode=True,
+            mail_backend="outbox",
+            instance_path=tmp_path,
+        )
+    )
+    bind_to(demo, connection)
+
+    first = invoke(demo, "seed", "--json")
+    second = invoke(demo, "seed", "--json")
+
+    assert first.exit_code == 0, first.output
+    added = json.loads(first.output)
+    counts = (added["maintainers_added"], added["staff_added"], added["batches_received"])
+    assert counts == (6, 4, 2)
+    again = json.loads(second.output)
+    assert (
+        again["maintainers_added"],
+        again["roles_added"],
+        again["staff_added"],
+        again["batches_received"],
+    ) == (0, 0, 0, 0)
+    assert session.exec(select(func.count()).select_from(Maintainer)).one() == 6
+    assert session.exec(select(func.count()).select_from(ProjectRole)).one() == 7
+    assert stock.on_hand(session=session) == {"TITAN-USB-A-NFC": 2000, "TITAN-USB-C-NFC": 2000}
+    for role in StaffRole:
+        staff = services.authenticate_staff(
+            session=session, email=f"{role.value}@example.org", password="demo-password-only"
+        )
+        assert services.roles_of(session=session, staff=staff) == {role}
+    emails = session.exec(select(Maintainer.email)).all()
+    assert all(email.endswith("@example.org") for email in emails)
+
+
+def test_seed_refuses_outside_development_and_demo_mode(app):
+    result = invoke(app, "seed")
+    assert result.exit_code == 1
+    assert "runs only with KEYS_ENV=development or KEYS_DEMO_MODE=1" in result.output
+
+
+def test_db_upgrade_migrates_a_new_database(databases, tmp_path):
+    url = databases.create("cli_upgrade")  # already at head: upgrading again is a no-op
+    env = {
+        **os.environ,
+        "KEYS_ENV": "development",
+        "KEYS_DATABASE_URL": url,
+        "KEYS_INSTANCE_PATH": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "db", "upgrade"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Database is at migration head" in result.stdout

@@ -1,0 +1,300 @@
+"""The sign-in pages and staff administration, through the test client, as a person uses them."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlmodel import select
+
+from accounts.models import SignInLink, Staff, StaffRole
+from db import AuditEvent, utcnow
+from tests.factories import (
+    STAFF_PASSWORD,
+    csrf_token,
+    make_maintainer,
+    make_staff,
+    sign_in_as,
+)
+
+
+def ask_for_link(client, email):
+    token = csrf_token(client, "/sign-in")
+    return client.post("/sign-in", data={"email": email, "csrf_token": token})
+
+
+def link_path(mailbox, address):
+    return mailbox.last_link(address).removeprefix("http://localhost")
+
+
+def text(response):
+    return response.get_data(as_text=True)
+
+
+def test_a_maintainer_signs_in_with_an_emailed_link(client, session, mailbox):
+    maintainer = make_maintainer(session, username="ada-demo", email="ada@example.org")
+
+    response = ask_for_link(client, "ada@example.org")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/sign-in/sent"
+    assert "Check your email" in text(client.get("/sign-in/sent"))
+
+    path = link_path(mailbox, "ada@example.org")
+    confirm = client.get(path)
+    assert confirm.status_code == 200
+    assert "Sign in as ada-demo" in text(confirm)
+    # Opening the link did not spend it (mail scanners open links too).
+    assert session.exec(select(SignInLink)).one().used_at is None
+
+    signed_in = client.post(path, data={"csrf_token": csrf_token(client, path)})
+    assert signed_in.status_code == 302
+    account = client.get(signed_in.headers["Location"])
+    assert account.status_code == 200
+    assert "ada-demo" in text(account) and "ada@example.org" in text(account)
+    session.expire_all()
+    assert session.get(type(maintainer), maintainer.id).email_verified_at is not None
+
+
+def test_known_and_unknown_addresses_get_the_same_answer(client, session, mailbox):
+    make_maintainer(session, email="known@example.org")
+    known = ask_for_link(client, "known@example.org")
+    unknown = ask_for_link(client, "unknown@example.org")
+    assert (known.status_code, known.headers["Location"]) == (
+        unknown.status_code,
+        unknown.headers["Location"],
+    )
+    assert [m["To"] for m in mailbox.messages] == ["known@example.org"]
+
+
+def test_a_malformed_address_is_explained_next_to_the_field(client):
+    response = ask_for_link(client, "not-an-address")
+    assert response.status_code == 400
+    error = re.search(r'<p class="field-error"[^>]*>(.*?)</p>', text(response), re.DOTALL)
+    assert error and "Enter an email address like name@example.org." in error.group(1)
+
+
+@pytest.mark.parametrize(
+    ("arrange", "status", "message"),
+    [
+        ("unknown", 404, "This sign-in link is not valid"),
+        ("expired", 410, "This sign-in link has expired"),
+        ("used", 410, "This sign-in link was already used"),
+    ],
+)
+def test_links_that_cannot_sign_in_say_why(client, session, mailbox, arrange, status, message):
+    maintainer = make_maintainer(session)
+    ask_for_link(client, maintainer.email)
+    path = link_path(mailbox, maintainer.email)
+    if arrange == "unknown":
+        path = path[:-4] + "AAAA"
+    elif arrange == "expired":
+        link = session.exec(select(SignInLink)).one()
+        link.expires_at = utcnow()
+        session.flush()
+    else:
+        client.post(path, data={"csrf_token": csrf_token(client, path)})
+        client.post("/sign-out", data={"csrf_token": csrf_token(client, "/account")})
+
+    token = csrf_token(client, "/sign-in")
+    for response in (client.get(path), client.post(path, data={"csrf_token": token})):
+        assert response.status_code == status
+        assert message in text(response)
+        assert 'action="/sign-in"' in text(response)  # a way to ask for a new link
+    assert client.get("/account").status_code == 302  # still signed out
+
+
+def test_sign_in_requests_are_rate_limited_per_address(client, session, mailbox):
+    make_maintainer(session, email="busy@example.org")
+    statuses = [ask_for_link(client, "busy@example.org").status_code for _ in range(6)]
+    assert statuses == [302] * 5 + [429]
+    limited = ask_for_link(client, "busy@example.org")
+    assert int(limited.headers["Retry-After"]) > 0
+    assert "Too many attempts" in text(limited)
+    assert len(mailbox.to("busy@example.org")) == 5
+    # Another address from the same browser is not held up by the first one's limit.
+    assert ask_for_link(client, "other@example.org").status_code == 302
+
+
+def test_sign_in_requests_are_rate_limited_per_ip(client):
+    statuses = [ask_for_link(client, f"person{n}@example.org").status_code for n in range(31)]
+    assert statuses.count(429) == 1 and statuses[-1] == 429
+
+
+def test_a_form_without_its_csrf_token_is_refused(client, session, mailbox):
+    make_maintainer(session, email="ada@example.org")
+    response = client.post("/sign-in", data={"email": "ada@example.org"})
+    assert response.status_code == 400
+    assert "The form had expired" in text(response)
+    assert mailbox.messages == []
+
+
+def test_an_oversized_form_is_refused(client, settings):
+    response = client.post("/sign-in", data={"email": "x" * (settings.max_request_bytes + 1)})
+    assert response.status_code == 413
+    assert "Request Entity Too Large" in text(response)
+
+
+def test_staff_sign_in_with_password(client, session):
+    make_staff(session, email="ops@example.org", name="Olu Ops")
+    token = csrf_token(client, "/staff/sign-in")
+
+    wrong = client.post(
+        "/staff/sign-in", data={"email": "ops@example.org", "password": "nope", "csrf_token": token}
+    )
+    assert wrong.status_code == 401
+    assert "do not match an active staff account" in text(wrong)
+
+    right = client.post(
+        "/staff/sign-in",
+        data={"email": "ops@example.org", "password": STAFF_PASSWORD, "csrf_token": token},
+    )
+    assert right.status_code == 302
+    home = client.get(right.headers["Location"])
+    assert home.status_code == 200 and "Olu Ops" in text(home)
+
+
+def test_staff_sign_in_goes_back_to_the_page_asked_for_but_never_off_site(client, session):
+    make_staff(session, email="ops@example.org")
+    assert client.get("/staff/audit").headers["Location"] == "/staff/sign-in?next=/staff/audit"
+    for target, landing in (("/staff/audit", "/staff/audit"), ("//evil.example", "/staff/")):
+        client.post("/sign-out", data={"csrf_token": csrf_token(client, "/staff/sign-in")})
+        token = csrf_token(client, "/staff/sign-in")
+        response = client.post(
+            f"/staff/sign-in?next={target}",
+            data={"email": "ops@example.org", "password": STAFF_PASSWORD, "csrf_token": token},
+        )
+        assert response.headers["Location"] == landing
+
+
+def test_staff_sign_in_is_rate_limited_per_account(client, session):
+    make_staff(session, email="ops@example.org")
+    token = csrf_token(client, "/staff/sign-in")
+    statuses = [
+        client.post(
+            "/staff/sign-in",
+            data={"email": "ops@example.org", "password": "guess", "csrf_token": token},
+        ).status_code
+        for _ in range(11)
+    ]
+    assert statuses == [401] * 10 + [429]
+
+
+def test_an_admin_creates_staff_who_can_then_sign_in(client, session):
+    admin = make_staff(session)
+    sign_in_as(client, admin)
+    token = csrf_token(client, "/staff/people/new")
+
+    created = client.post(
+        "/staff/people/new",
+        data={
+            "name": "Sam Shipping",
+            "email": "sam@example.org",
+            "roles": ["shipping"],
+            "active": "y",
+            "csrf_token": token,
+        },
+    )
+
+    assert created.status_code == 200
+    password = re.search(r'data-testid="new-password"[^>]*>([^<]+)<', text(created)).group(1)
+    staff = session.exec(select(Staff).where(Staff.email == "sam@example.org")).one()
+    assert password not in staff.password_hash
+    client.post("/sign-out", data={"csrf_token": token})
+    signed_in = client.post(
+        "/staff/sign-in",
+        data={
+            "email": "sam@example.org",
+            "password": password,
+            "csrf_token": csrf_token(client, "/staff/sign-in"),
+        },
+    )
+    assert signed_in.status_code == 302
+
+
+def test_creating_staff_with_a_taken_address_explains_it(client, session):
+    admin = make_staff(session, email="admin@example.org")
+    sign_in_as(client, admin)
+    response = client.post(
+        "/staff/people/new",
+        data={
+            "name": "Twin",
+            "email": "ADMIN@example.org",
+            "roles": ["viewer"],
+            "csrf_token": csrf_token(client, "/staff/people/new"),
+        },
+    )
+    assert response.status_code == 400
+    assert "exists already" in text(response)
+
+
+def test_an_admin_resets_a_password_and_edits_roles(client, session):
+    admin = make_staff(session)
+    other = make_staff(session, roles=[StaffRole.VIEWER], name="Vee Viewer")
+    sign_in_as(client, admin)
+    path = f"/staff/people/{other.id}"
+    token = csrf_token(client, path)
+
+    reset = client.post(f"{path}/password", data={"csrf_token": token})
+    assert reset.status_code == 200 and 'data-testid="new-password"' in text(reset)
+
+    edited = client.post(
+        path,
+        data={"name": "Vee Programme", "roles": ["programme"], "active": "y", "csrf_token": token},
+    )
+    assert edited.status_code == 302
+    events = session.exec(select(AuditEvent).where(AuditEvent.subject_id == str(other.id))).all()
+    assert {"staff.password_reset", "staff.updated"} <= {e.action for e in events}
+    listing = text(client.get("/staff/people"))
+    assert "Vee Programme" in listing and "programme" in listing
+
+
+def test_the_last_admin_cannot_remove_their_own_role(client, session):
+    admin = make_staff(session)
+    sign_in_as(client, admin)
+    path = f"/staff/people/{admin.id}"
+    response = client.post(
+        path,
+        data={
+            "name": admin.name,
+            "roles": ["viewer"],
+            "active": "y",
+            "csrf_token": csrf_token(client, path),
+        },
+    )
+    assert response.status_code == 400
+    assert "last active administrator" in text(response)
+
+
+def test_the_audit_log_shows_and_filters_events(client, session, mailbox):
+    make_maintainer(session, email="ada@example.org")
+    ask_for_link(client, "ada@example.org")
+    viewer = make_staff(session, roles=[StaffRole.VIEWER])
+    sign_in_as(client, viewer)
+
+    everything = text(client.get("/staff/audit"))
+    assert "sign_in.link_sent" in everything and "maintainer.created" in everything
+    filtered = text(client.get("/staff/audit?action=sign_in"))
+    assert "sign_in.link_sent" in filtered and "maintainer.created" not in filtered
+    bad = client.get("/staff/audit?since=yesterday")
+    assert bad.status_code == 400 and "Not a valid date value" in text(bad)
+
+
+def test_the_development_outbox_is_closed_in_production(client):
+    assert client.get("/dev/outbox").status_code == 404
+
+
+def test_error_pages_share_the_site_look(client):
+    response = client.get("/no/such/page")
+    assert response.status_code == 404
+    assert "Security Key Giveaway" in text(response) and "Not Found" in text(response)
+    assert client.put("/sign-in").status_code == 405
+
+
+def test_security_headers_forbid_inline_scripts_and_framing(client):
+    response = client.get("/sign-in")
+    csp = response.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    cookie = response.headers.get("Set-Cookie", "")
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie

@@ -1,0 +1,201 @@
+"""Fixtures: a migrated database (SQLite, or PostgreSQL when KEYS_TEST_DATABASE_URL names a
+server), a real SMTP server on loopback, and an app whose every test runs inside a transaction
+that is rolled back afterwards (the app's own commits become savepoint releases)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import re
+import secrets
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+
+from app import create_app
+from db import create_db_engine, get_database, upgrade_database
+from settings import Settings
+
+# --- databases --------------------------------------------------------------------------------
+
+
+class DatabaseFactory:
+    """Creates empty, migrated databases of the kind this run tests (SQLite or PostgreSQL)."""
+
+    def __init__(self, server_url: str | None, tmp: Path) -> None:
+        self.server_url = server_url
+        self.tmp = tmp
+        self.created: list[str] = []
+
+    @property
+    def kind(self) -> str:
+        return "postgresql" if self.server_url else "sqlite"
+
+    def create(self, name: str) -> str:
+        """A new migrated database; its URL."""
+        if self.server_url is None:
+            url = f"sqlite:///{self.tmp / f'{name}.sqlite3'}"
+        else:
+            database = f"keys_{name}_{secrets.token_hex(4)}"
+            admin = sa.create_engine(self.server_url, isolation_level="AUTOCOMMIT")
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'CREATE DATABASE "{database}"')
+            admin.dispose()
+            url = make_url(self.server_url).set(database=database).render_as_string(False)
+            self.created.append(database)
+        upgrade_database(url)
+        return url
+
+    def drop_all(self) -> None:
+        if self.server_url is None:
+            return
+        admin = sa.create_engine(self.server_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            for database in self.created:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def databases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(
+        os.environ.get("KEYS_TEST_DATABASE_URL"), tmp_path_factory.mktemp("databases")
+    )
+    yield factory
+    factory.drop_all()
+
+
+@pytest.fixture(scope="session")
+def database_url(databases: DatabaseFactory) -> str:
+    """The shared, migrated database of the rolled-back tests."""
+    return databases.create("main")
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[sa.Engine]:
+    engine = create_db_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+# --- mail -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Mailbox:
+    """What the loopback SMTP server received."""
+
+    messages: list[EmailMessage] = field(default_factory=list)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages if m["To"] == address]
+
+    def last_link(self, address: str) -> str:
+        """The last URL mailed to ``address``."""
+        body = self.to(address)[-1].get_content()
+        return str(re.findall(r"https?://\S+", body)[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def smtp_server() -> Iterator[tuple[Mailbox, int]]:
+    mailbox = Mailbox()
+    port = free_port()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield mailbox, port
+    controller.stop()
+
+
+@pytest.fixture
+def mailbox(smtp_server: tuple[Mailbox, int]) -> Mailbox:
+    box, _port = smtp_server
+    box.messages.clear()
+    return box
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+def make_settings(database_url: str, smtp_port: int, **overrides: Any) -> Settings:
+    """Production-like settings: a real secret, SMTP on loopback, no demo mode."""
+    values: dict[str, Any] = {
+        "environment": "production",
+        "secret_key": secrets.token_urlsafe(48),
+        "database_url": database_url,
+        "base_url": "http://localhost",
+        "mail_backend": "smtp",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp_port,
+        "smtp_timeout_seconds": 5.0,
+    }
+    values.update(overrides)
+    settings = Settings(**values)
+    settings.validate()
+    return settings
+
+
+@pytest.fixture
+def settings(database_url: str, smtp_server: tuple[Mailbox, int], tmp_path: Path) -> Settings:
+    return make_settings(database_url, smtp_server[1], instance_path=tmp_path)
+
+
+@pytest.fixture
+def connection(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """One connection in an outer transaction that is rolled back after the test."""
+    connection = engine.connect()
+    transaction = connection.begin()
+    yield connection
+    transaction.rollback()
+    connection.close()
+
+
+def bind_to(app: Flask, connection: sa.Connection) -> None:
+    """Make the app's sessions join ``connection``; their commits release savepoints."""
+    get_database(app).sessionmaker.configure(
+        bind=connection, join_transaction_mode="create_savepoint"
+    )
+
+
+@pytest.fixture
+def app(settings: Settings, connection: sa.Connection) -> Iterator[Flask]:
+    app = create_app(settings)
+    get_database(app).engine.dispose()
+    bind_to(app, connection)
+    yield app
+
+
+@pytest.fixture
+def session(connection: sa.Connection) -> Iterator[Session]:
+    """A session for arranging and checking data, on the test's connection."""
+    session = Session(bind=connection, join_transaction_mode="create_savepoint")
+    yield session
+    session.close()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()

@@ -1,0 +1,93 @@
+"""Every route of the app, tried by everyone: nobody reaches a page that is not theirs.
+
+The table below must name every endpoint; a new route without an entry fails the test, so no
+route can skip being thought about.
+"""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+
+from accounts.models import StaffRole
+from tests.factories import make_maintainer, make_staff, sign_in_as
+
+PUBLIC = "public"
+MAINTAINER = "maintainer"
+ANY_STAFF = "any staff"
+
+# endpoint → who may use it: PUBLIC, MAINTAINER, ANY_STAFF, or a set of staff roles
+# (admins may use every staff page).
+EXPECTED: dict[str, str | set[StaffRole]] = {
+    "static": PUBLIC,
+    "accounts.index": PUBLIC,
+    "accounts.sign_in": PUBLIC,
+    "accounts.sign_in_sent": PUBLIC,
+    "accounts.sign_in_link": PUBLIC,
+    "accounts.sign_out": PUBLIC,
+    "accounts.staff_sign_in": PUBLIC,
+    "accounts.dev_outbox": PUBLIC,  # answers 404 unless the outbox back-end is on
+    "accounts.account": MAINTAINER,
+    "accounts.staff_home": ANY_STAFF,
+    "accounts.staff_list": {StaffRole.ADMIN},
+    "accounts.staff_create": {StaffRole.ADMIN},
+    "accounts.staff_edit": {StaffRole.ADMIN},
+    "accounts.staff_reset_password": {StaffRole.ADMIN},
+    "accounts.audit_log": {StaffRole.ADMIN, StaffRole.VIEWER},
+}
+
+SAMPLE_ARGUMENTS = {"token": "not-a-real-token-but-long-enough-to-look", "filename": "css/app.css"}
+VISITORS = ["anonymous", "maintainer", *[role.value for role in StaffRole]]
+
+
+def test_every_route_has_an_expectation(app: Flask):
+    endpoints = {rule.endpoint for rule in app.url_map.iter_rules()}
+    assert endpoints - EXPECTED.keys() == set(), "add the new routes to EXPECTED"
+    assert EXPECTED.keys() - endpoints == set(), "remove routes that no longer exist"
+
+
+def allowed(expectation: str | set[StaffRole], visitor: str) -> bool:
+    if expectation == PUBLIC:
+        return True
+    if expectation == MAINTAINER:
+        return visitor == "maintainer"
+    if visitor in ("anonymous", "maintainer"):
+        return False
+    if isinstance(expectation, str):
+        return expectation == ANY_STAFF
+    return visitor == "admin" or StaffRole(visitor) in expectation
+
+
+def routes(app: Flask, samples: dict[str, object]):
+    for rule in app.url_map.iter_rules():
+        arguments = {name: samples[name] for name in rule.arguments}
+        built = rule.build(arguments)
+        assert built is not None and rule.methods is not None
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield rule.endpoint, method, built[1]
+
+
+@pytest.mark.parametrize("visitor", VISITORS)
+def test_routes_refuse_everyone_they_are_not_for(app, client, session, visitor):
+    app.config["WTF_CSRF_ENABLED"] = False  # authorisation is the question here, not CSRF
+    colleague = make_staff(session, email="colleague@example.org")
+    samples = {**SAMPLE_ARGUMENTS, "staff_id": colleague.id}
+    user = None
+    if visitor == "maintainer":
+        user = make_maintainer(session)
+    elif visitor != "anonymous":
+        user = make_staff(session, roles=[StaffRole(visitor)])
+
+    for endpoint, method, path in routes(app, samples):
+        if user is not None:
+            sign_in_as(client, user)  # again each time: one of the routes signs out
+        with client.open(path, method=method) as response:
+            status, location = response.status_code, response.headers.get("Location", "")
+        refused = status == 403 or (status == 302 and "sign-in" in location)
+        expectation = EXPECTED[endpoint]
+        if allowed(expectation, visitor):
+            assert not refused, f"{visitor} refused at {method} {path}"
+            assert status < 500, f"{method} {path} failed"
+        else:
+            assert refused, f"{visitor} got {status} at {method} {path}"
+            assert status == (302 if visitor == "anonymous" else 403)
