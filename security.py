@@ -53,10 +53,6 @@ def email_rate_key() -> str:
     return "email:" + normalize_email(request.form.get("email", ""))[:320]
 
 
-def _requested_path() -> str:
-    return request.full_path.rstrip("?")
-
-
 def init_app(app: Flask, settings: Settings) -> None:
     app.config.update(
         SECRET_KEY=settings.secret_key,
@@ -118,7 +114,8 @@ def maintainer_required(view: F) -> F:
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         if not current_user.is_authenticated:
-            return redirect(url_for("accounts.sign_in", next=_requested_path()))
+            # No "next": the emailed link may be opened in another browser anyway.
+            return redirect(url_for("accounts.sign_in"))
         if current_user.is_staff:
             abort(403, "This page is for maintainers. Sign out of the staff account first.")
         return view(*args, **kwargs)
@@ -133,7 +130,9 @@ def staff_required(*roles: StaffRole) -> Callable[[F], F]:
         @wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             if not current_user.is_authenticated:
-                return redirect(url_for("accounts.staff_sign_in", next=_requested_path()))
+                return redirect(
+                    url_for("accounts.staff_sign_in", next=request.full_path.rstrip("?"))
+                )
             if not current_user.is_staff:
                 abort(403, "This page is for programme staff.")
             if not has_role(*roles):

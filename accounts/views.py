@@ -64,7 +64,7 @@ def index() -> ResponseReturnValue:
     if current_user.is_authenticated:
         target = "accounts.staff_home" if current_user.is_staff else "accounts.account"
         return redirect(url_for(target))
-    return render_template("accounts/index.html", settings=get_settings())
+    return render_template("accounts/index.html")
 
 
 # --- maintainers ------------------------------------------------------------------------------
@@ -90,7 +90,7 @@ def sign_in() -> ResponseReturnValue:
 
 @bp.get("/sign-in/sent")
 def sign_in_sent() -> ResponseReturnValue:
-    return render_template("accounts/sign_in_sent.html", settings=get_settings())
+    return render_template("accounts/sign_in_sent.html")
 
 
 @bp.route("/sign-in/link/<token>", methods=["GET", "POST"])
@@ -103,7 +103,7 @@ def sign_in_link(token: str) -> ResponseReturnValue:
             maintainer = services.use_sign_in_link(session=get_session(), token=token)
             login_user(maintainer)
             flash(f"Signed in as {maintainer.username}.", "success")
-            return redirect(_safe_next(url_for("accounts.account")))
+            return redirect(url_for("accounts.account"))
         maintainer = services.check_sign_in_link(session=get_session(), token=token)
     except _LINK_PROBLEMS as problem:
         return render_template(

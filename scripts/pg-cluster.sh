@@ -5,7 +5,8 @@
 # As root it runs the server as the unprivileged `postgres` user (PostgreSQL refuses root).
 set -euo pipefail
 command=${1:?start or stop}
-dir=${2:?directory}
+dir=$(realpath -m "${2:?directory}")
+cd /  # the server user may not be allowed into the caller's working directory
 bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -x "$bindir/initdb" ] || { echo "PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }
 

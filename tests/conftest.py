@@ -10,7 +10,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -180,12 +180,31 @@ def bind_to(app: Flask, connection: sa.Connection) -> None:
     )
 
 
+AppFactory = Callable[..., Flask]
+
+
 @pytest.fixture
-def app(settings: Settings, connection: sa.Connection) -> Iterator[Flask]:
-    app = create_app(settings)
-    get_database(app).engine.dispose()
-    bind_to(app, connection)
-    yield app
+def app_factory(
+    database_url: str, smtp_server: tuple[Mailbox, int], tmp_path: Path, connection: sa.Connection
+) -> Iterator[AppFactory]:
+    """Builds apps with changed settings, all joined to the test's rolled-back connection."""
+    apps: list[Flask] = []
+
+    def build(**overrides: Any) -> Flask:
+        overrides.setdefault("instance_path", tmp_path)
+        app = create_app(make_settings(database_url, smtp_server[1], **overrides))
+        bind_to(app, connection)
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        get_database(app).engine.dispose()
+
+
+@pytest.fixture
+def app(app_factory: AppFactory) -> Flask:
+    return app_factory()
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlmodel import select
 
 from mail import Mail, OutboxMailer, OutboxMessage, SMTPMailer, send_pending
-from tests.conftest import free_port, make_settings
+from tests.conftest import free_port
 
 WELCOME = Mail(
     recipient="someone@example.org",
@@ -62,12 +62,8 @@ def test_the_send_pending_command_reports_json(app, session, settings, mailbox):
     assert len(mailbox.messages) == 1
 
 
-def test_send_pending_refuses_with_the_outbox_backend(database_url, smtp_server, tmp_path):
-    from app import create_app
-
-    settings = make_settings(
-        database_url, smtp_server[1], mail_backend="outbox", demo_mode=True, instance_path=tmp_path
-    )
-    result = create_app(settings).test_cli_runner().invoke(args=["mail", "send-pending"])
+def test_send_pending_refuses_with_the_outbox_backend(app_factory):
+    demo = app_factory(mail_backend="outbox", demo_mode=True)
+    result = demo.test_cli_runner().invoke(args=["mail", "send-pending"])
     assert result.exit_code == 1
     assert "nothing to send" in result.output

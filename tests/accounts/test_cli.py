@@ -13,7 +13,6 @@ from accounts import services
 from accounts.models import Maintainer, Staff, StaffRole
 from distribution import stock
 from eligibility.models import ProjectRole
-from tests.conftest import make_settings
 
 
 def invoke(app, *args, input=None):
@@ -95,20 +94,8 @@ def test_staff_reset_password_and_list(app, session):
     assert missing.exit_code == 1 and "No staff member" in missing.output
 
 
-def test_seed_loads_the_demo_once(database_url, smtp_server, tmp_path, connection, session):
-    from app import create_app
-    from tests.conftest import bind_to
-
-    demo = create_app(
-        make_settings(
-            database_url,
-            smtp_server[1],
-            demo_mode=True,
-            mail_backend="outbox",
-            instance_path=tmp_path,
-        )
-    )
-    bind_to(demo, connection)
+def test_seed_loads_the_demo_once(app_factory, session):
+    demo = app_factory(demo_mode=True, mail_backend="outbox")
 
     first = invoke(demo, "seed", "--json")
     second = invoke(demo, "seed", "--json")

@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from werkzeug.serving import make_server
 
 from app import create_app
+from db import get_database
 from tests.conftest import DatabaseFactory, Mailbox, free_port, make_settings
 
 CHROMIUM = os.environ.get("KEYS_CHROMIUM", "/usr/bin/chromium")
@@ -69,6 +70,7 @@ def live_server(
     yield LiveServer(app, settings.base_url, mailbox, save_screenshots=databases.kind == "sqlite")
     server.shutdown()
     thread.join(timeout=10)
+    get_database(app).engine.dispose()
 
 
 @pytest.fixture(scope="session")
