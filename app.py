@@ -61,12 +61,14 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _register_cli(app: Flask) -> None:
     from accounts.cli import staff_cli
     from demo import seed_command
+    from eligibility.cli import eligibility_cli
     from mail import mail_cli
 
     app.cli.add_command(db.db_cli)
     app.cli.add_command(seed_command)
     app.cli.add_command(staff_cli)
     app.cli.add_command(mail_cli)
+    app.cli.add_command(eligibility_cli)
 
 
 def _register_error_pages(app: Flask) -> None:

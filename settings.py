@@ -63,6 +63,7 @@ class Settings:
     keys_per_maintainer: int = 2
     claim_code_expiry_days: int = 30
     critical_percent: float = 1.0
+    critical_sticky: bool = True
 
     sign_in_link_minutes: int = 15
     max_request_bytes: int = 2 * 1024 * 1024
@@ -162,6 +163,7 @@ class Settings:
                 "KEYS_CLAIM_CODE_EXPIRY_DAYS", cls.claim_code_expiry_days
             ),
             critical_percent=env.number("KEYS_CRITICAL_PERCENT", cls.critical_percent),
+            critical_sticky=env.flag("KEYS_CRITICAL_STICKY", cls.critical_sticky),
             sign_in_link_minutes=env.integer("KEYS_SIGN_IN_LINK_MINUTES", 15),
             max_request_bytes=env.integer("KEYS_MAX_REQUEST_BYTES", cls.max_request_bytes),
         )

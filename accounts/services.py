@@ -107,6 +107,25 @@ def create_maintainer(
     return maintainer
 
 
+def change_maintainer_email(
+    *, session: Session, actor: Actor, maintainer: Maintainer, email: str
+) -> Maintainer:
+    """Record a maintainer's new address (from PyPI); it must be verified again."""
+    if find_maintainer_by_email(session=session, email=email) not in (None, maintainer):
+        raise MaintainerExists("Another maintainer uses that email address.")
+    maintainer.email = normalize_email(email)
+    maintainer.email_verified_at = None
+    session.flush()
+    record_event(
+        session=session,
+        actor=actor,
+        action="maintainer.email_changed",
+        subject_kind="maintainer",
+        subject_id=maintainer.id,
+    )
+    return maintainer
+
+
 def request_sign_in_link(
     *,
     session: Session,

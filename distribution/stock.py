@@ -74,3 +74,8 @@ def on_hand(*, session: Session) -> dict[str, int]:
     totals: dict[str, int] = {sku: quantity for sku, quantity in rows}
     models = session.exec(select(KeyModel.sku).order_by(KeyModel.sku)).all()
     return {sku: int(totals.get(sku) or 0) for sku in models}
+
+
+def available_keys(*, session: Session) -> int:
+    """Keys that can still be promised to someone: on hand, across all models."""
+    return sum(on_hand(session=session).values())

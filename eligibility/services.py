@@ -42,9 +42,16 @@ def grant_project_role(
 ) -> ProjectRole:
     """Record that ``maintainer`` holds ``role`` on ``project``; unchanged if already so."""
     grant = find_project_role(session=session, project=project, maintainer=maintainer)
-    if grant is not None and (grant.role, grant.organisation) == (role.value, organisation):
+    unchanged = (role.value, organisation, None)
+    if grant is not None and (grant.role, grant.organisation, grant.ended_at) == unchanged:
         return grant
-    before = None if grant is None else {"role": grant.role, "organisation": grant.organisation}
+    before = None
+    if grant is not None:
+        before = {
+            "role": grant.role,
+            "organisation": grant.organisation,
+            "ended": grant.ended_at is not None,
+        }
     if grant is None:
         grant = ProjectRole(
             project_id=project.id,  # type: ignore[arg-type]
@@ -54,7 +61,7 @@ def grant_project_role(
         )
         session.add(grant)
     else:
-        grant.role, grant.organisation = role.value, organisation
+        grant.role, grant.organisation, grant.ended_at = role.value, organisation, None
     session.flush()
     record_event(
         session=session,

@@ -6,7 +6,7 @@ the stock ledger append-only on both SQLite and PostgreSQL.
 
 Revision ID: 0001
 Revises: (none)
-Created: 2026-11-22 16:44:29.098497
+Created: 2026-11-22
 """
 
 from collections.abc import Sequence

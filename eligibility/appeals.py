@@ -1,0 +1,137 @@
+"""Appeals: a maintainer who disagrees with a decision asks staff to look again; a granted
+appeal is an override that counts them as a critical-project maintainer."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from accounts.models import Maintainer
+from db import Actor, record_event, utcnow
+from eligibility.errors import AppealClosed, AppealNotAllowed, AppealNotFound
+from eligibility.models import Appeal, AppealStatus
+from mail import Mail, Mailer
+
+MAX_APPEAL_PROJECTS = 20
+
+
+def file_appeal(
+    *, session: Session, actor: Actor, maintainer: Maintainer, text: str, projects: list[str]
+) -> Appeal:
+    """Open an appeal; one may be open at a time, and none is needed after a grant."""
+    if granted_override(session=session, maintainer=maintainer) is not None:
+        raise AppealNotAllowed("Your appeal was already granted: you count as eligible.")
+    if open_appeal(session=session, maintainer=maintainer) is not None:
+        raise AppealNotAllowed("You have an appeal under review already; we will email you.")
+    appeal = Appeal(
+        maintainer_id=maintainer.id,  # type: ignore[arg-type]
+        created_at=utcnow(),
+        text=text.strip(),
+        projects=projects[:MAX_APPEAL_PROJECTS],
+    )
+    session.add(appeal)
+    session.flush()
+    record_event(
+        session=session,
+        actor=actor,
+        action="appeal.filed",
+        subject_kind="appeal",
+        subject_id=appeal.id,
+        details={"maintainer_id": maintainer.id, "projects": appeal.projects},
+    )
+    return appeal
+
+
+def decide_appeal(
+    *,
+    session: Session,
+    mailer: Mailer,
+    actor: Actor,
+    appeal_id: int,
+    grant: bool,
+    reason: str,
+    base_url: str,
+) -> Appeal:
+    """Grant or deny an open appeal with a reason the maintainer will read."""
+    appeal = get_appeal(session=session, appeal_id=appeal_id)
+    if appeal.status != AppealStatus.OPEN:
+        raise AppealClosed(f"This appeal was already {appeal.status}.")
+    appeal.status = (AppealStatus.GRANTED if grant else AppealStatus.DENIED).value
+    appeal.decided_at = utcnow()
+    appeal.decided_by = actor.id
+    appeal.decision_reason = reason.strip()
+    session.flush()
+    record_event(
+        session=session,
+        actor=actor,
+        action=f"appeal.{appeal.status}",
+        subject_kind="appeal",
+        subject_id=appeal.id,
+        details={
+            "maintainer_id": appeal.maintainer_id,
+            "before": {"status": "open"},
+            "after": {"status": appeal.status},
+            "reason": appeal.decision_reason,
+        },
+    )
+    maintainer = session.get(Maintainer, appeal.maintainer_id)
+    assert maintainer is not None
+    outcome = "granted: you now count as eligible" if grant else "not granted"
+    mailer.send(
+        session=session,
+        mail=Mail(
+            recipient=maintainer.email,
+            subject=f"Your security key appeal was {appeal.status}",
+            body=(
+                f"Hello {maintainer.greeting_name},\n\n"
+                f"Programme staff reviewed your appeal. It was {outcome}.\n\n"
+                f"Their reason: {appeal.decision_reason}\n\n"
+                f"See your eligibility: {base_url}/eligibility\n"
+            ),
+            purpose="appeal_decided",
+        ),
+    )
+    return appeal
+
+
+def get_appeal(*, session: Session, appeal_id: int) -> Appeal:
+    appeal = session.get(Appeal, appeal_id)
+    if appeal is None:
+        raise AppealNotFound(f"There is no appeal {appeal_id}.")
+    return appeal
+
+
+def open_appeal(*, session: Session, maintainer: Maintainer) -> Appeal | None:
+    return session.exec(
+        select(Appeal).where(
+            Appeal.maintainer_id == maintainer.id, Appeal.status == AppealStatus.OPEN.value
+        )
+    ).first()
+
+
+def granted_override(*, session: Session, maintainer: Maintainer) -> Appeal | None:
+    return session.exec(
+        select(Appeal)
+        .where(Appeal.maintainer_id == maintainer.id, Appeal.status == AppealStatus.GRANTED.value)
+        .order_by(col(Appeal.decided_at).desc())
+    ).first()
+
+
+def appeals_of(*, session: Session, maintainer: Maintainer) -> list[Appeal]:
+    return list(
+        session.exec(
+            select(Appeal)
+            .where(Appeal.maintainer_id == maintainer.id)
+            .order_by(col(Appeal.id).desc())
+        ).all()
+    )
+
+
+def appeal_queue(*, session: Session) -> list[tuple[Appeal, Maintainer]]:
+    """Open appeals, oldest first, with who filed them."""
+    rows = session.exec(
+        select(Appeal, Maintainer)
+        .join(Maintainer, col(Maintainer.id) == Appeal.maintainer_id)
+        .where(Appeal.status == AppealStatus.OPEN.value)
+        .order_by(col(Appeal.created_at))
+    ).all()
+    return [(appeal, maintainer) for appeal, maintainer in rows]
