@@ -21,8 +21,9 @@ from accounts.models import StaffRole
 from db import Actor, get_database
 from distribution import stock
 from eligibility import services as eligibility
+from eligibility.critical import import_download_statistics
 from eligibility.models import ProjectRoleKind
-from settings import get_settings
+from settings import Settings, get_settings
 
 SEED_DATA = Path(__file__).resolve().parent / "seed_data"
 
@@ -33,10 +34,11 @@ class SeedReport:
     roles_added: int = 0
     staff_added: int = 0
     batches_received: int = 0
+    critical_list_recorded: bool = False
     staff_logins: list[dict[str, str]] = field(default_factory=list)
 
 
-def seed_demo(*, session: Session, data: dict[str, Any]) -> SeedReport:
+def seed_demo(*, session: Session, settings: Settings, data: dict[str, Any]) -> SeedReport:
     """Add whatever of the demo data is missing; return what was added."""
     actor = Actor.system("seed")
     report = SeedReport()
@@ -87,6 +89,18 @@ def seed_demo(*, session: Session, data: dict[str, Any]) -> SeedReport:
                 "roles": ",".join(person["roles"]),
             }
         )
+    ranking = data["ranking"]
+    with (SEED_DATA / ranking["file"]).open("rb") as stream:
+        summary = import_download_statistics(
+            session=session,
+            actor=actor,
+            stream=stream,
+            source_name=ranking["file"],
+            percent=settings.critical_percent,
+            sticky=settings.critical_sticky,
+            total_projects=ranking["total_projects"],
+        )
+    report.critical_list_recorded = not summary.unchanged
     for batch in data["stock"]:
         if stock.find_receipt(session=session, sku=batch["sku"], reference=batch["reference"]):
             continue
@@ -115,11 +129,12 @@ def seed_command(as_json: bool) -> None:
         )
     data = json.loads((SEED_DATA / "demo.json").read_text(encoding="utf-8"))
     with get_database().transaction() as session:
-        report = seed_demo(session=session, data=data)
+        report = seed_demo(session=session, settings=settings, data=data)
     if as_json:
         click.echo(json.dumps(report.__dict__))
         return
     click.echo(
         f"Demo data: {report.maintainers_added} maintainers, {report.roles_added} roles, "
-        f"{report.staff_added} staff and {report.batches_received} stock batches added."
+        f"{report.staff_added} staff and {report.batches_received} stock batches added; "
+        f"critical list {'recorded' if report.critical_list_recorded else 'unchanged'}."
     )

@@ -66,6 +66,14 @@ def init_app(app: Flask, settings: Settings) -> None:
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
     )
+
+    @app.before_request
+    def _allow_large_uploads() -> None:
+        # Registered before CSRF protection, which reads the form first.
+        view = app.view_functions.get(request.endpoint or "")
+        if getattr(view, "accepts_large_upload", False):
+            request.max_content_length = settings.max_upload_bytes
+
     login_manager.init_app(app)
     login_manager.session_protection = "basic"
     csrf.init_app(app)
@@ -143,3 +151,9 @@ def staff_required(*roles: StaffRole) -> Callable[[F], F]:
         return cast(F, guarded)
 
     return decorator
+
+
+def accepts_large_upload(view: F) -> F:
+    """Lets a view receive files up to KEYS_MAX_UPLOAD_BYTES instead of KEYS_MAX_REQUEST_BYTES."""
+    view.accepts_large_upload = True  # type: ignore[attr-defined]
+    return view

@@ -67,6 +67,7 @@ class Settings:
 
     sign_in_link_minutes: int = 15
     max_request_bytes: int = 2 * 1024 * 1024
+    max_upload_bytes: int = 64 * 1024 * 1024
 
     @property
     def development(self) -> bool:
@@ -166,6 +167,7 @@ class Settings:
             critical_sticky=env.flag("KEYS_CRITICAL_STICKY", cls.critical_sticky),
             sign_in_link_minutes=env.integer("KEYS_SIGN_IN_LINK_MINUTES", 15),
             max_request_bytes=env.integer("KEYS_MAX_REQUEST_BYTES", cls.max_request_bytes),
+            max_upload_bytes=env.integer("KEYS_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
         )
         settings.validate()
         return settings

@@ -126,6 +126,24 @@ def change_maintainer_email(
     return maintainer
 
 
+def set_maintainer_country(
+    *, session: Session, actor: Actor, maintainer: Maintainer, country: str
+) -> Maintainer:
+    """Record where the maintainer's keys would be shipped (an ISO code, already checked)."""
+    before = maintainer.country
+    maintainer.country = country
+    session.flush()
+    record_event(
+        session=session,
+        actor=actor,
+        action="maintainer.country_set",
+        subject_kind="maintainer",
+        subject_id=maintainer.id,
+        details={"before": before, "after": country},
+    )
+    return maintainer
+
+
 def request_sign_in_link(
     *,
     session: Session,

@@ -100,6 +100,13 @@ def get_appeal(*, session: Session, appeal_id: int) -> Appeal:
     return appeal
 
 
+def get_appeal_and_appellant(*, session: Session, appeal_id: int) -> tuple[Appeal, Maintainer]:
+    appeal = get_appeal(session=session, appeal_id=appeal_id)
+    maintainer = session.get(Maintainer, appeal.maintainer_id)
+    assert maintainer is not None  # a foreign key guarantees it
+    return appeal, maintainer
+
+
 def open_appeal(*, session: Session, maintainer: Maintainer) -> Appeal | None:
     return session.exec(
         select(Appeal).where(

@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 
 from db import Actor, record_event, utcnow
 from eligibility.downloads import Progress, rank_projects, read_download_file
-from eligibility.errors import ImportRejected, InvalidProjectName
+from eligibility.errors import CriticalListNotFound, ImportRejected, InvalidProjectName
 from eligibility.models import CriticalChange, CriticalEntry, CriticalList, Project, ProjectRanking
 from eligibility.names import is_valid_project_name, normalize_project_name
 
@@ -183,6 +183,13 @@ def import_download_statistics(
 
 def current_list(*, session: Session) -> CriticalList | None:
     return session.exec(select(CriticalList).order_by(col(CriticalList.id).desc()).limit(1)).first()
+
+
+def get_list(*, session: Session, list_id: int) -> CriticalList:
+    critical = session.get(CriticalList, list_id)
+    if critical is None:
+        raise CriticalListNotFound(f"There is no critical list {list_id}.")
+    return critical
 
 
 def list_history(*, session: Session, limit: int = 20) -> list[CriticalList]:

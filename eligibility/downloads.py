@@ -321,7 +321,7 @@ def _read_json(buffered: io.BufferedReader[_HashingReader]) -> tuple[dict[str, i
 
     def flush() -> None:
         first = row - len(batch_names) + 1
-        keys = _json_names(batch_names, first)
+        keys = normalize_names(batch_names, first, unit="row")
         parts.append(_combine(keys, list(batch_counts), operator.add))
         batch_names.clear()
         batch_counts.clear()
@@ -341,14 +341,6 @@ def _read_json(buffered: io.BufferedReader[_HashingReader]) -> tuple[dict[str, i
     if batch_names:
         flush()
     return _combine_parts(parts, operator.add), row
-
-
-def _json_names(names: list[str], first_row: int) -> list[str]:
-    try:
-        return normalize_names(names, first_row)
-    except ImportRejected as problem:
-        # JSON has no meaningful lines: the same position is a row.
-        raise ImportRejected(str(problem).removeprefix("line").strip(), where="row") from None
 
 
 def _json_row(item: Any, row: int) -> tuple[str, int]:

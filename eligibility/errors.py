@@ -50,3 +50,8 @@ class AppealClosed(EligibilityError):
 
 class InvalidProjectName(EligibilityError):
     title = "That is not a project name"
+
+
+class CriticalListNotFound(EligibilityError):
+    status_code = 404
+    title = "No such critical list"

@@ -25,10 +25,10 @@ def is_valid_project_name(name: str) -> bool:
     return _ONE_NAME.fullmatch(name.strip()) is not None
 
 
-def normalize_names(names: Iterable[str], first_line: int) -> list[str]:
+def normalize_names(names: Iterable[str], first: int, unit: str = "line") -> list[str]:
     """Normalise a chunk of names with a few whole-string operations (C speed, no per-name
-    Python); the first invalid name is reported with its line number (``first_line`` is the
-    line of the first name)."""
+    Python); the first invalid name is reported by position (``first`` is the line, or row,
+    of the first name)."""
     stripped = list(map(str.strip, names))
     joined = "\n".join(stripped)
     folded = joined.lower().replace("_", "-").replace(".", "-")
@@ -46,7 +46,7 @@ def normalize_names(names: Iterable[str], first_line: int) -> list[str]:
                     if not name
                     else f"{name[:80]!r} is not a valid project name"
                 )
-                raise ImportRejected(reason, line=first_line + index)
+                raise ImportRejected(reason, where=f"{unit} {first + index}")
     return folded.split("\n")
 
 

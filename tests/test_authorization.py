@@ -34,9 +34,24 @@ EXPECTED: dict[str, str | set[StaffRole]] = {
     "accounts.staff_edit": {StaffRole.ADMIN},
     "accounts.staff_reset_password": {StaffRole.ADMIN},
     "accounts.audit_log": {StaffRole.ADMIN, StaffRole.VIEWER},
+    "eligibility.my_eligibility": MAINTAINER,
+    "eligibility.set_country": MAINTAINER,
+    "eligibility.appeal": MAINTAINER,
+    "eligibility.project_lookup": PUBLIC,
+    "eligibility.project_api": PUBLIC,
+    "eligibility.appeal_queue": {StaffRole.PROGRAMME},
+    "eligibility.appeal_review": {StaffRole.PROGRAMME},
+    "eligibility.critical_lists": {StaffRole.PROGRAMME},
+    "eligibility.critical_list_detail": {StaffRole.PROGRAMME, StaffRole.VIEWER},
 }
 
-SAMPLE_ARGUMENTS = {"token": "not-a-real-token-but-long-enough-to-look", "filename": "css/app.css"}
+SAMPLE_ARGUMENTS = {
+    "token": "not-a-real-token-but-long-enough-to-look",
+    "filename": "css/app.css",
+    "name": "requests",
+    "appeal_id": 1,
+    "list_id": 1,
+}
 VISITORS = ["anonymous", "maintainer", *[role.value for role in StaffRole]]
 
 

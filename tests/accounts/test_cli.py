@@ -12,6 +12,7 @@ from sqlmodel import func, select
 from accounts import services
 from accounts.models import Maintainer, Staff, StaffRole
 from distribution import stock
+from eligibility.critical import look_up_project
 from eligibility.models import ProjectRole
 
 
@@ -114,6 +115,9 @@ def test_seed_loads_the_demo_once(app_factory, session):
     assert session.exec(select(func.count()).select_from(Maintainer)).one() == 6
     assert session.exec(select(func.count()).select_from(ProjectRole)).one() == 7
     assert stock.on_hand(session=session) == {"TITAN-USB-A-NFC": 2000, "TITAN-USB-C-NFC": 2000}
+    assert added["critical_list_recorded"] and not again["critical_list_recorded"]
+    requests = look_up_project(session=session, name="requests")
+    assert (requests.critical, requests.rank, requests.critical_list.cutoff_rank) == (True, 6, 7000)
     for role in StaffRole:
         staff = services.authenticate_staff(
             session=session, email=f"{role.value}@example.org", password="demo-password-only"

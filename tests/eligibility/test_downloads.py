@@ -1,0 +1,152 @@
+"""Reading statistics files and ranking projects: normalisation, merging, ties, rejections."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eligibility.downloads import critical_count, rank_projects, read_download_file
+from eligibility.errors import ImportRejected
+from eligibility.names import normalize_names, normalize_project_name
+
+
+def read(text: str | bytes):
+    data = text.encode() if isinstance(text, str) else text
+    return read_download_file(io.BytesIO(data))
+
+
+def top_names(table, total=None, percent=50.0):
+    ranking = rank_projects(table, total_projects=total or len(table.values), percent=percent)
+    return [(p.name, p.rank, p.downloads) for p in ranking.top]
+
+
+@pytest.mark.parametrize(
+    ("name", "normalized"),
+    [
+        ("Requests", "requests"),
+        ("zope.interface", "zope-interface"),
+        ("Foo__Bar-.-baz", "foo-bar-baz"),
+        ("  spaced_out ", "spaced-out"),
+        ("A", "a"),
+    ],
+)
+def test_names_are_normalised_as_pep_503_says(name, normalized):
+    assert normalize_project_name(name) == normalized
+    assert normalize_names([name], first=2) == [normalized]
+
+
+@given(
+    st.lists(
+        st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,20}[A-Za-z0-9])?", fullmatch=True),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_bulk_normalisation_matches_the_one_name_rule(names):
+    assert normalize_names(names, first=2) == [normalize_project_name(n) for n in names]
+
+
+def test_duplicates_after_normalisation_are_summed():
+    table = read("project,downloads\nFoo_Bar,10\nfoo-bar,5\nFOO.BAR,1\nother,12\n")
+    assert table.values == {"foo-bar": 16, "other": 12}
+    assert table.rows == 4
+    assert table.source_format == "csv-counts"
+
+
+def test_duplicates_across_chunks_are_summed(monkeypatch):
+    monkeypatch.setattr("eligibility.downloads.CHUNK_ROWS", 2)
+    table = read("project,downloads\na,1\nb,2\nc,3\nA,4\nb,5\n")
+    assert table.values == {"a": 5, "b": 7, "c": 3}
+
+
+def test_ties_at_the_cutoff_are_broken_by_name():
+    table = read("project,downloads\nzeta,50\nbeta,50\nalpha,50\ntop,100\nlow,1\n")
+    # 5 projects at 60% → ceil(3.0) = 3 critical: top, then the tied 50s by name.
+    assert top_names(table, percent=60) == [("top", 1, 100), ("alpha", 2, 50), ("beta", 3, 50)]
+
+
+def test_the_cutoff_is_computed_exactly():
+    assert critical_count(750_000, 1) == 7_500  # not 7,501 from 750000 * 0.01
+    assert critical_count(350_001, 1) == 3_501
+    assert critical_count(3, 0.5) == 1
+
+
+def test_ranks_of_projects_below_the_cutoff():
+    table = read("project,downloads\na,100\nb,90\nc,80\nd,80\ne,10\n")
+    ranking = rank_projects(table, total_projects=5, percent=20, wanted=["d", "e", "a", "zz"])
+    assert [p.name for p in ranking.top] == ["a"]
+    assert ranking.cutoff_downloads == 100
+    assert {name: p.rank for name, p in ranking.others.items()} == {"d": 4, "e": 5}
+
+
+def test_json_rows_in_the_shape_of_pypi_rankings():
+    document = {
+        "rows": [{"project": "Boto3", "download_count": 9}, {"project": "pip", "download_count": 7}]
+    }
+    table = read(json.dumps(document))
+    assert table.values == {"boto3": 9, "pip": 7}
+    assert table.source_format == "json-counts"
+
+
+def test_a_ranking_file_keeps_its_ranks_and_best_duplicate():
+    table = read("rank,project\n1,boto3\n2,urllib3\n4,Boto_3\n5,certifi\n3,URLLIB3\n")
+    assert table.values == {"boto3": 1, "urllib3": 2, "boto-3": 4, "certifi": 5}
+    ranking = rank_projects(table, total_projects=400, percent=1, wanted=["certifi"])
+    assert [(p.name, p.rank) for p in ranking.top] == [("boto3", 1), ("urllib3", 2), ("boto-3", 4)]
+    assert ranking.others["certifi"].rank == 5
+    assert ranking.cutoff_downloads is None
+
+
+def test_a_byte_order_mark_is_ignored():
+    assert read("\ufeffproject,downloads\nx,1\n".encode()).values == {"x": 1}
+
+
+def test_the_same_content_has_the_same_fingerprint():
+    assert read("project,downloads\nx,1\n").sha256 == read("project,downloads\nx,1\n").sha256
+    assert read("project,downloads\nx,1\n").sha256 != read("project,downloads\nx,2\n").sha256
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "the file is empty"),
+        (b"project,downloads\n", "the file holds no projects"),
+        (b"name,count\nx,1\n", "line 1: the header must be"),
+        (b"project,downloads\nx,1\n,5\n", "line 3: the project name is missing"),
+        (b"project,downloads\nx,1\ny,-4\n", "line 3: a download count cannot be -4"),
+        (b"project,downloads\nx,1\ny,lots\n", "line 3: 'lots' is not a download count"),
+        (b"project,downloads\nx,1\ny,1.5\n", "line 3: '1.5' is not a download count"),
+        (b"project,downloads\nx,1\ny,2,3\n", "line 3: expected 2 columns, found 3"),
+        (b"project,downloads\nx,1\nbad name,2\n", "line 3: 'bad name' is not a valid"),
+        (b"project,downloads\nx,1\n\xff\xfe,2\n", "not UTF-8 text"),
+        (b"rank,project\n0,x\n", "line 2: a rank cannot be 0"),
+        (b'{"rows": [{"project": "x", "download_count": 1}, ', "not valid JSON"),
+        (b'{"rows": [{"project": "x", "download_count": -1}]}', "row 1: a download count"),
+        (b'{"rows": [{"project": "x", "download_count": 1.5}]}', "row 1: download_count must"),
+        (b'{"rows": [{"project": "", "download_count": 1}]}', "row 1: the project name is"),
+        (b'{"rows": [{"download_count": 1}]}', "row 1: the project name is missing"),
+        (b'{"rows": [{"project": "a b", "download_count": 1}]}', "row 1: 'a b' is not"),
+        (b'{"rows": [7]}', "row 1: each row must be an object"),
+    ],
+)
+def test_a_malformed_file_is_rejected_whole_with_its_line(content, message):
+    with pytest.raises(ImportRejected) as rejection:
+        read(content)
+    assert message in str(rejection.value)
+
+
+def test_the_line_number_is_right_deep_inside_a_large_file():
+    rows = "".join(f"p{n},{n}\n" for n in range(12_345))
+    with pytest.raises(ImportRejected, match="line 12347: 'oops' is not a download count"):
+        read(f"project,downloads\n{rows}q,oops\n")
+
+
+def test_progress_is_reported_in_bytes():
+    seen: list[int] = []
+    data = ("project,downloads\n" + "".join(f"p{n},{n}\n" for n in range(50_000))).encode()
+    read_download_file(io.BytesIO(data), on_progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == len(data)
