@@ -192,6 +192,12 @@ def get_list(*, session: Session, list_id: int) -> CriticalList:
     return critical
 
 
+def is_first_list(*, session: Session, critical_list: CriticalList) -> bool:
+    """Whether no list came before this one (so it has no differences to show)."""
+    earlier = select(CriticalList.id).where(col(CriticalList.id) < critical_list.id).limit(1)
+    return session.exec(earlier).first() is None
+
+
 def list_history(*, session: Session, limit: int = 20) -> list[CriticalList]:
     return list(
         session.exec(select(CriticalList).order_by(col(CriticalList.id).desc()).limit(limit)).all()

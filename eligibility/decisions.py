@@ -223,7 +223,7 @@ def _not_critical_message(projects: list[ProjectBasis], critical_list: CriticalL
 
 
 def _rank_text(rank: int | None) -> str:
-    return f"rank {rank:,}" if rank else "not ranked near the top"
+    return f"rank {rank:,}" if rank else "below the cutoff"
 
 
 def _day(moment: datetime) -> str:

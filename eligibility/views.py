@@ -15,7 +15,7 @@ from db import get_session
 from eligibility import appeals, critical
 from eligibility.countries import country_name, display_code, normalize_country
 from eligibility.decisions import decide
-from eligibility.errors import AppealNotAllowed, ImportRejected
+from eligibility.errors import AppealNotAllowed, ImportRejected, InvalidProjectName
 from eligibility.forms import (
     AppealDecisionForm,
     AppealForm,
@@ -110,7 +110,10 @@ def project_lookup() -> ResponseReturnValue:
     form = ProjectLookupForm(request.args)
     standing = None
     if "name" in request.args and form.validate():
-        standing = critical.look_up_project(session=get_session(), name=form.name.data)
+        try:
+            standing = critical.look_up_project(session=get_session(), name=form.name.data)
+        except InvalidProjectName as problem:
+            form.name.errors = [problem.message]
     status = _form_status(form) if "name" in request.args else 200
     return render_template(
         "eligibility/lookup.html",
@@ -191,15 +194,16 @@ def critical_lists() -> ResponseReturnValue:
     if form.validate_on_submit():
         upload = form.file.data
         try:
-            summary = critical.import_download_statistics(
-                session=session,
-                actor=actor_for(current_user),
-                stream=upload.stream,
-                source_name=upload.filename or "upload",
-                percent=form.percent.data or settings.critical_percent,
-                sticky=settings.critical_sticky,
-                total_projects=form.total_projects.data,
-            )
+            with upload.stream:  # a large upload is a temporary file: close it when read
+                summary = critical.import_download_statistics(
+                    session=session,
+                    actor=actor_for(current_user),
+                    stream=upload.stream,
+                    source_name=upload.filename or "upload",
+                    percent=form.percent.data or settings.critical_percent,
+                    sticky=settings.critical_sticky,
+                    total_projects=form.total_projects.data,
+                )
         except ImportRejected as problem:
             form.file.errors = [problem.message]
             rejected = problem.status_code
@@ -230,5 +234,6 @@ def critical_list_detail(list_id: int) -> ResponseReturnValue:
     return render_template(
         "eligibility/critical_list.html",
         listed=listed,
+        first=critical.is_first_list(session=session, critical_list=listed),
         changes=critical.list_changes(session=session, critical_list=listed),
     )

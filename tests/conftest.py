@@ -12,6 +12,7 @@ import secrets
 import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,12 @@ def mailbox(smtp_server: tuple[Mailbox, int]) -> Mailbox:
 
 def make_settings(database_url: str, smtp_port: int, **overrides: Any) -> Settings:
     """Production-like settings: a real secret, SMTP on loopback, no demo mode."""
+    now = datetime.now(UTC)
     values: dict[str, Any] = {
         "environment": "production",
+        # A programme window around today, so tests do not expire with the calendar.
+        "programme_opens_at": now - timedelta(days=30),
+        "programme_closes_at": now + timedelta(days=365),
         "secret_key": secrets.token_urlsafe(48),
         "database_url": database_url,
         "base_url": "http://localhost",

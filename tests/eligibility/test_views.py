@@ -25,6 +25,9 @@ def text(response):
 
 @pytest.fixture
 def statistics(session):
+    # The projects exist before the import, so the import records their ranks.
+    for name in ("famous", "known", "quiet"):
+        ensure_project(session=session, name=name)
     stock.receive_stock(
         session=session, actor=ACTOR, sku="TITAN-USB-A-NFC", quantity=4, reference="VIEW-TESTS"
     )
@@ -105,14 +108,16 @@ def test_setting_the_country(client, session, statistics):
 def test_anyone_can_ask_whether_a_project_is_critical(client, statistics):
     page = client.get("/projects?name=Famous")
     assert page.status_code == 200 and "famous is critical" in text(page)
-    api = client.get("/api/projects/KNOWN").get_json()
-    assert api["project"] == "known" and api["critical"] is False
+    api = client.get("/api/projects/QUIET").get_json()
+    assert (api["project"], api["critical"], api["rank"]) == ("quiet", False, 3)
     assert (api["ranked_projects"], api["cutoff_rank"], api["cutoff_downloads"]) == (3, 2, 500)
     assert client.get("/api/projects/famous").get_json()["rank"] == 1
     invalid = client.get("/api/projects/not%20a%20name")
     assert invalid.status_code == 400
     assert invalid.get_json()["message"] == "'not a name' is not a valid PyPI project name."
     assert client.get("/projects?name=").status_code == 400
+    bad = client.get("/projects?name=bad%20name")
+    assert bad.status_code == 400 and "is not a valid PyPI project name" in text(bad)
 
 
 def test_the_api_says_when_there_are_no_statistics(client):
