@@ -3,18 +3,18 @@
 It writes a ``project,downloads`` CSV to a temporary directory, using a fixed seed. The counts
 follow a long-tailed Pareto distribution, from millions down to a handful, with many ties among
 the small counts. The names are messy: mixed case, runs of ``-_.`` separators and surrounding
-spaces, and 1% of the rows spell an earlier project differently. Rows are sorted by downloads,
-most first, as PyPI's exports are. The benchmark then measures:
+spaces, and 1% of the rows are another spelling of a project listed elsewhere in the file. Rows
+are sorted by downloads, most first (ties in random order), as PyPI's exports are. It measures:
 
 - the floor: reading the same file with ``csv.reader`` and doing nothing else;
 - ``import_download_statistics`` into a fresh, migrated SQLite database, committed. This is what
   ``flask eligibility import-downloads`` does, minus app start-up;
 - its pure part alone (``read_download_file`` + ``rank_projects``), so the database's share shows;
-- the peak RSS of each of these, each in a fresh child process.
+- the peak RSS of each of these, each in a fresh child process (its VmHWM: see _peak_rss_mib).
 
-Each timing is the best of three runs. Goals: import ≤ 3 s, import/floor ≤ 3, peak ≤ 200 MiB.
-Missing a goal is reported, not failed. The last line printed is a JSON object of the figures.
-``--profile`` also prints a cProfile of the pure part.
+Each timing is the best of three interleaved rounds. Goals: import ≤ 3 s, import/floor ≤ 3,
+peak ≤ 200 MiB; missing one is reported, not failed. The last line printed is a JSON object of
+the figures. ``--profile`` also prints a cProfile of the pure part.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import csv
 import gc
 import io
 import json
-import math
+import os
 import pstats
 import random
 import resource
@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar, get_args
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -52,7 +52,7 @@ GOAL_SECONDS = 3.0
 GOAL_RATIO = 3.0
 GOAL_PEAK_MIB = 200.0
 
-# Pareto counts: the minimum is 2, the median about 4.5, the largest of 750,000 some millions.
+# Pareto counts: the minimum is 2, the median 4, the largest of 750,000 about ten million.
 _PARETO_SCALE = 2
 _PARETO_ALPHA = 0.85
 _CONSONANTS = "bcdfghjklmnprstvwxz"
@@ -60,6 +60,7 @@ _VOWELS = "aeiouy"
 _SEPARATORS = ("-", "-", "-", "_", "_", ".", "__", "--", "_-", "._", "-.-")
 _PADDINGS = (("", ""), (" ", ""), ("", " "), ("  ", " "), (" ", "  "))
 
+T = TypeVar("T")
 PeakKind = Literal["floor", "pure", "import"]
 
 
@@ -81,11 +82,29 @@ class ImportFigures:
 
 
 @dataclass(frozen=True)
+class Timings:
+    """Every run's seconds, and what the last import recorded."""
+
+    floor: list[float]
+    pure: list[float]
+    imported: list[float]
+    figures: ImportFigures
+
+
+@dataclass(frozen=True)
 class Peak:
     """A child's peak RSS after its imports only, and after its work."""
 
     baseline_mib: float
     peak_mib: float
+
+
+@dataclass(frozen=True)
+class Measurements:
+    data: Dataset
+    timings: Timings
+    peaks: dict[PeakKind, Peak]
+    profile: str
 
 
 # --- the data ---------------------------------------------------------------------------------
@@ -130,6 +149,7 @@ def write_dataset(directory: Path) -> Dataset:
     canonical = _canonical_names(rng, ROWS - respellings)
     spelled = [_messy(name, rng) for name in canonical]
     spelled += [_messy(name, rng) for name in rng.sample(canonical, respellings)]
+    rng.shuffle(spelled)
     rows = sorted(((name, _downloads(rng)) for name in spelled), key=lambda row: -row[1])
     path = directory / "downloads.csv"
     with path.open("w", encoding="utf-8", newline="") as file:
@@ -193,57 +213,58 @@ def fresh_database(directory: Path, name: str) -> str:
     return url
 
 
-def import_into(url: str, path: Path) -> ImportFigures:
-    from db import create_db_engine
-
-    engine = create_db_engine(url)
-    try:
-        return run_import(engine, path)
-    finally:
-        engine.dispose()
-
-
 # --- timing and memory ------------------------------------------------------------------------
 
 
-def best_time(run: Callable[[], object]) -> float:
-    """The fastest of ``REPEATS`` runs of ``run``."""
-    best = math.inf
-    for _ in range(REPEATS):
-        gc.collect()
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return best
+def _timed(run: Callable[[], T]) -> tuple[float, T]:
+    gc.collect()
+    start = time.perf_counter()
+    result = run()
+    return time.perf_counter() - start, result
 
 
-def time_import(directory: Path, path: Path) -> float:
-    """Best of ``REPEATS`` imports, each into its own fresh database, migrated before timing."""
+def time_rounds(directory: Path, path: Path) -> Timings:
+    """``REPEATS`` rounds of floor, pure part and import, interleaved so that a slow spell of a
+    shared machine hits all three alike. Each import gets a fresh database, migrated and
+    connected to before the clock starts (that is app start-up)."""
     from db import create_db_engine
 
-    best = math.inf
+    floor: list[float] = []
+    pure: list[float] = []
+    imported: list[float] = []
+    figures: ImportFigures | None = None
     for attempt in range(REPEATS):
+        floor.append(_timed(partial(run_floor, path))[0])
+        pure.append(_timed(partial(run_pure, path))[0])
         engine = create_db_engine(fresh_database(directory, f"timed-{attempt}"))
         try:
             with engine.connect():
-                pass  # the pool's first connection (and its pragmas) is app start-up
-            gc.collect()
-            start = time.perf_counter()
-            run_import(engine, path)
-            best = min(best, time.perf_counter() - start)
+                pass
+            seconds, figures = _timed(partial(run_import, engine, path))
+            imported.append(seconds)
         finally:
             engine.dispose()
-    return best
+    assert figures is not None
+    return Timings(floor, pure, imported, figures)
 
 
-def _max_rss_mib() -> float:
+def _peak_rss_mib() -> float:
+    """This process's peak RSS. Linux carries ``ru_maxrss`` across ``exec``, so a child would
+    report this (large) parent's peak: read the address space's own high-water mark instead."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def measure_peak(kind: PeakKind, path: Path, url: str = "") -> Peak:
     """Run one measurement in a fresh child process (this file with ``--peak``)."""
     command = [sys.executable, __file__, "--peak", kind, "--csv", str(path), "--db", url]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     return Peak(figures["baseline_mib"], figures["peak_mib"])
 
@@ -262,9 +283,9 @@ def child_peak(kind: PeakKind, path: Path, url: str) -> None:
         import eligibility.critical  # noqa: F401
 
         work = partial(run_import, db.create_db_engine(url), path)
-    baseline = _max_rss_mib()
+    baseline = _peak_rss_mib()
     work()
-    print(json.dumps({"baseline_mib": baseline, "peak_mib": _max_rss_mib()}))
+    print(json.dumps({"baseline_mib": baseline, "peak_mib": _peak_rss_mib()}))
 
 
 def profile_pure(path: Path) -> str:
@@ -275,6 +296,21 @@ def profile_pure(path: Path) -> str:
     return out.getvalue()
 
 
+def measure(profile: bool) -> Measurements:
+    print("critical_list: generating the file, then measuring (about 30 s)…", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="bench-critical-") as tmp:
+        directory = Path(tmp)
+        data = write_dataset(directory)
+        gc.collect()
+        timings = time_rounds(directory, data.path)
+        peaks: dict[PeakKind, Peak] = {
+            "floor": measure_peak("floor", data.path),
+            "pure": measure_peak("pure", data.path),
+            "import": measure_peak("import", data.path, fresh_database(directory, "peak")),
+        }
+        return Measurements(data, timings, peaks, profile_pure(data.path) if profile else "")
+
+
 # --- the report -------------------------------------------------------------------------------
 
 
@@ -282,41 +318,38 @@ def _goal(label: str, value: str, met: bool) -> str:
     return f"  goal {label:<28} {value:>12}   {'PASS' if met else 'MISS'}"
 
 
-def benchmark(profile: bool) -> dict[str, object]:
-    with tempfile.TemporaryDirectory(prefix="bench-critical-") as tmp:
-        directory = Path(tmp)
-        data = write_dataset(directory)
-        gc.collect()
-        print(
-            f"critical_list: {data.rows:,} rows, {data.distinct:,} distinct projects "
-            f"({data.respellings:,} rows respell one), {data.size_bytes / 2**20:.1f} MiB CSV, "
-            f"seed {SEED}, top {PERCENT:g}%"
-        )
-        print(f"  timings: best of {REPEATS} runs each; peaks: ru_maxrss of a fresh child each")
-
-        floor = best_time(partial(run_floor, data.path))
-        pure = best_time(partial(run_pure, data.path))
-        seconds = time_import(directory, data.path)
-        figures = import_into(fresh_database(directory, "checked"), data.path)
-        floor_peak = measure_peak("floor", data.path)
-        pure_peak = measure_peak("pure", data.path)
-        import_peak = measure_peak("import", data.path, fresh_database(directory, "peak"))
-        profile_text = profile_pure(data.path) if profile else ""
-
+def report(m: Measurements) -> dict[str, object]:
+    """Print the figures; return the JSON summary."""
+    data, timings, import_peak = m.data, m.timings, m.peaks["import"]
+    floor, pure, seconds = min(timings.floor), min(timings.pure), min(timings.imported)
     ratio = seconds / floor
-    for label, took, peak in (
-        ("floor   csv.reader, nothing else", floor, floor_peak),
-        ("pure    read_download_file + rank_projects", pure, pure_peak),
-        ("import  import_download_statistics + commit", seconds, import_peak),
+    print(
+        f"critical_list: {data.rows:,} rows, {data.distinct:,} distinct projects "
+        f"({data.respellings:,} rows respell one), {data.size_bytes / 2**20:.1f} MiB CSV, "
+        f"seed {SEED}, top {PERCENT:g}%; load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} CPUs"
+    )
+    print(
+        f"  seconds: best of {REPEATS} interleaved rounds (every run in brackets); "
+        "peak: VmHWM of a fresh child process each"
+    )
+    for label, runs, peak in (
+        ("floor   csv.reader, nothing else", timings.floor, m.peaks["floor"]),
+        ("pure    read_download_file + rank_projects", timings.pure, m.peaks["pure"]),
+        ("import  import_download_statistics + commit", timings.imported, import_peak),
     ):
         print(
-            f"  {label:<44} {took:7.3f} s  {data.rows / took:>11,.0f} rows/s  "
-            f"peak {peak.peak_mib:6.1f} MiB (after imports {peak.baseline_mib:5.1f} MiB)"
+            f"  {label:<44} {min(runs):6.3f} s [{' '.join(f'{run:.3f}' for run in runs)}]  "
+            f"{data.rows / min(runs):>9,.0f} rows/s  "
+            f"peak {peak.peak_mib:5.1f} MiB (after imports {peak.baseline_mib:4.1f})"
         )
+    share = seconds - pure
     print(
-        f"  database share of the import: {seconds - pure:.3f} s "
-        f"({(seconds - pure) / seconds:.0%}); ratio import/floor {ratio:.2f}"
+        f"  import minus pure part (the database's share): {share:+.3f} s"
+        + (" (below the run-to-run noise)" if share < 0 else f" ({share / seconds:.0%})")
+        + f"; ratio import/floor {ratio:.2f}"
     )
+    figures = timings.figures
     print(
         f"  critical: {figures.critical_count:,} projects, cutoff rank {figures.cutoff_rank:,}, "
         f"cutoff downloads {figures.cutoff_downloads}"
@@ -328,22 +361,17 @@ def benchmark(profile: bool) -> dict[str, object]:
     )
     print(_goal("import + compute <= 3 s", f"{seconds:.3f} s", seconds <= GOAL_SECONDS))
     print(_goal("ratio import/floor <= 3", f"{ratio:.2f}", ratio <= GOAL_RATIO))
-    print(
-        _goal(
-            "peak memory <= 200 MiB",
-            f"{import_peak.peak_mib:.1f} MiB",
-            import_peak.peak_mib <= GOAL_PEAK_MIB,
-        )
-    )
-    if profile_text:
+    peak_mib = import_peak.peak_mib
+    print(_goal("peak memory <= 200 MiB", f"{peak_mib:.1f} MiB", peak_mib <= GOAL_PEAK_MIB))
+    if m.profile:
         print("cProfile of read_download_file + rank_projects, top 12 by tottime:")
-        print(profile_text.rstrip())
+        print(m.profile.rstrip())
     return {
         "bench": Path(__file__).stem,
         "seconds": round(seconds, 3),
         "floor_seconds": round(floor, 3),
         "ratio": round(ratio, 2),
-        "peak_mib": round(import_peak.peak_mib, 1),
+        "peak_mib": round(peak_mib, 1),
         "rows": data.rows,
         "pure_seconds": round(pure, 3),
         "critical_count": figures.critical_count,
@@ -354,7 +382,7 @@ def benchmark(profile: bool) -> dict[str, object]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--profile", action="store_true", help="also print a cProfile")
-    parser.add_argument("--peak", choices=("floor", "pure", "import"), help=argparse.SUPPRESS)
+    parser.add_argument("--peak", choices=get_args(PeakKind), help=argparse.SUPPRESS)
     parser.add_argument("--csv", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--db", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -362,7 +390,7 @@ def main(argv: list[str]) -> int:
     if args.peak:
         child_peak(args.peak, args.csv, args.db)
         return 0
-    print(json.dumps(benchmark(args.profile)))
+    print(json.dumps(report(measure(args.profile))))
     return 0
 
 
