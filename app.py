@@ -31,7 +31,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["keys_settings"] = settings
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
-        MAX_FORM_MEMORY_SIZE=settings.max_request_bytes,
         PREFERRED_URL_SCHEME="https" if settings.https else "http",
     )
     os.makedirs(app.instance_path, exist_ok=True)

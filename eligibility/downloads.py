@@ -2,10 +2,11 @@
 
 Three shapes are read, all streamed: CSV ``project,downloads``, JSON
 ``{"rows": [{"project": …, "download_count": …}]}`` (PyPI's public rankings) and CSV
-``rank,project`` (a ranking without counts). Rows are processed in chunks with the heavy work
-done by C-implemented built-ins, so memory grows with the number of distinct projects and not
-with the file, and a million rows take about a second. Any malformed row rejects the whole file
-with its line number: nothing is written before the file has been read to the end.
+``rank,project`` (a ranking without counts). Rows are processed in blocks of about 5,000 with the
+heavy work done by whole-string and whole-dict built-ins, so memory grows with the number of
+distinct projects and not with the file (750,000 rows: about 1 s and 115 MiB, see
+``bench/critical_list.py``). Any malformed row rejects the whole file with its line number:
+nothing is written before the file has been read to the end.
 
 Ranking rule: projects are ordered by downloads, most first; equal counts are ordered by
 normalised name, A to Z. The critical projects are the first ``ceil(total × percent / 100)``
@@ -28,7 +29,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from itertools import islice
 from typing import IO, Any, Literal
 
 import ijson
@@ -36,8 +36,9 @@ import ijson
 from eligibility.errors import ImportRejected
 from eligibility.names import normalize_names
 
-# Small chunks stay in the CPU cache; 5,000 rows was the fastest size measured.
-CHUNK_ROWS = 5_000
+# Small chunks stay in the CPU cache: about 5,000 rows of a typical file.
+BLOCK_CHARACTERS = 1 << 17
+CHUNK_ROWS = 5_000  # rows of a JSON file handled at once
 _FIRST = operator.itemgetter(0)
 _SECOND = operator.itemgetter(1)
 _COUNT_HEADERS = (("project", "downloads"), ("project", "download_count"))
@@ -213,21 +214,19 @@ def _read_csv(
 ) -> tuple[dict[str, int], int, SourceFormat]:
     # Plain utf-8 has a fast decoder (utf-8-sig's is pure Python): a BOM is stripped by hand.
     text = io.TextIOWrapper(buffered, encoding="utf-8", newline="")
-    reader = csv.reader(text)
+    blocks = _LineBlocks(text)
     try:
-        header = tuple(cell.strip("\ufeff \t").lower() for cell in next(reader, []))
+        header = tuple(
+            cell.strip("\ufeff \t").lower() for cell in next(csv.reader([blocks.header()]), [])
+        )
         if not header:
             raise ImportRejected("the file is empty")
         if header in _COUNT_HEADERS:
-            values, rows = _merge_chunks(_chunks(reader), ranks=False)
-            return values, rows, "csv-counts"
+            return _fold_blocks(blocks, ranks=False), blocks.rows, "csv-counts"
         if header == _RANK_HEADER:
-            values, rows = _merge_chunks(_chunks(reader), ranks=True)
-            return values, rows, "csv-ranks"
+            return _fold_blocks(blocks, ranks=True), blocks.rows, "csv-ranks"
     except UnicodeDecodeError:
-        raise ImportRejected("the file is not UTF-8 text", line=reader.line_num + 1) from None
-    except csv.Error as error:
-        raise ImportRejected(f"the CSV is malformed ({error})", line=reader.line_num) from None
+        raise ImportRejected("the file is not UTF-8 text", line=blocks.next_line) from None
     raise ImportRejected(
         "the header must be 'project,downloads' (counts) or 'rank,project' (a ranking), "
         f"not {','.join(header)[:80]!r}",
@@ -235,61 +234,93 @@ def _read_csv(
     )
 
 
-def _chunks(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[list[str]]]]:
-    """(line number of the chunk's first row, rows) — one row per line, after the header."""
-    line = 2
-    while chunk := list(islice(reader, CHUNK_ROWS)):
-        yield line, chunk
-        line += len(chunk)
+class _LineBlocks:
+    """Cuts the text after the header into blocks of whole lines and splits each into its two
+    columns. A block without quotes and with one comma per line is split by two string
+    operations; anything else goes through the csv module, which also explains bad rows."""
 
+    def __init__(self, text: io.TextIOWrapper) -> None:
+        self._text = text
+        self.next_line = 1
+        self.rows = 0
 
-def _merge_chunks(
-    chunks: Iterable[tuple[int, list[list[str]]]], *, ranks: bool
-) -> tuple[dict[str, int], int]:
-    combine = min if ranks else operator.add
-    parts: list[dict[str, int]] = []
-    rows = 0
-    for first_line, chunk in chunks:
-        rows += len(chunk)
-        if set(map(len, chunk)) != {2}:
-            index = next(i for i, row in enumerate(chunk) if len(row) != 2)
+    def header(self) -> str:
+        line = self._text.readline().rstrip("\r\n")
+        self.next_line = 2
+        return line
+
+    def __iter__(self) -> Iterator[tuple[int, list[str], list[str]]]:
+        """(line of the block's first row, first column, second column)."""
+        rest = ""
+        while True:
+            data = self._text.read(BLOCK_CHARACTERS)
+            if not data:
+                if rest:
+                    yield self._split(rest)
+                return
+            data = rest + data
+            cut = data.rfind("\n")
+            if cut < 0:
+                rest = data
+                continue
+            rest = data[cut + 1 :]
+            yield self._split(data[:cut])
+
+    def _split(self, block: str) -> tuple[int, list[str], list[str]]:
+        if "\r" in block:
+            block = block.replace("\r\n", "\n").removesuffix("\r")
+        first_line = self.next_line
+        lines = block.count("\n") + 1
+        self.next_line += lines
+        self.rows += lines
+        if '"' not in block and "\r" not in block and block.count(",") == lines:
+            cells = block.replace(",", "\n").split("\n")
+            return first_line, cells[0::2], cells[1::2]
+        return first_line, *self._split_carefully(block, first_line)
+
+    @staticmethod
+    def _split_carefully(block: str, first_line: int) -> tuple[list[str], list[str]]:
+        reader = csv.reader(block.split("\n"))
+        try:
+            rows = list(reader)
+        except csv.Error as error:
             raise ImportRejected(
-                f"expected 2 columns, found {len(chunk[index])}", line=first_line + index
-            )
-        names = map(_SECOND if ranks else _FIRST, chunk)
-        numbers = list(map(_FIRST if ranks else _SECOND, chunk))
+                f"the CSV is malformed ({error})", line=first_line + reader.line_num - 1
+            ) from None
+        for index, row in enumerate(rows):
+            if len(row) != 2:
+                raise ImportRejected(
+                    f"expected 2 columns, found {len(row)}", line=first_line + index
+                )
+        return list(map(_FIRST, rows)), list(map(_SECOND, rows))
+
+
+def _fold_blocks(blocks: _LineBlocks, *, ranks: bool) -> dict[str, int]:
+    values: dict[str, int] = {}
+    combine = min if ranks else operator.add
+    for first_line, first, second in blocks:
+        names, numbers = (second, first) if ranks else (first, second)
         counts = _parse_counts(numbers, first_line, minimum=1 if ranks else 0)
-        parts.append(_combine(normalize_names(names, first_line), counts, combine))
-    return _combine_parts(parts, combine), rows
+        _fold(values, normalize_names(names, first_line), counts, combine)
+    return values
 
 
-def _combine(
-    keys: list[str], counts: list[int], combine: Callable[[int, int], int]
-) -> dict[str, int]:
-    """One chunk as a dict; a name repeated inside it is combined (summed, or its best rank)."""
+def _fold(
+    values: dict[str, int],
+    keys: list[str],
+    counts: list[int],
+    combine: Callable[[int, int], int],
+) -> None:
+    """Add one chunk to ``values``; a name seen before is combined (summed, or its best rank).
+    Whole-dict operations do the work; only names actually repeated are handled one by one."""
     part = dict(zip(keys, counts, strict=True))
     if len(part) != len(keys):
         part = {}
         for key, count in zip(keys, counts, strict=True):
             part[key] = combine(part[key], count) if key in part else count
-    return part
-
-
-def _combine_parts(
-    parts: list[dict[str, int]], combine: Callable[[int, int], int]
-) -> dict[str, int]:
-    """Merge the chunks' dicts. Names repeated across chunks are rare, so merge fast first and
-    redo it name by name only when the sizes show a repeat."""
-    values: dict[str, int] = {}
-    for part in parts:
-        values.update(part)
-    if len(values) == sum(map(len, parts)):
-        return values
-    values = {}
-    for part in parts:
-        for key, count in part.items():
-            values[key] = combine(values[key], count) if key in values else count
-    return values
+    for key in values.keys() & part.keys():
+        part[key] = combine(values[key], part[key])
+    values.update(part)
 
 
 def _parse_counts(cells: Iterable[str], first_line: int, *, minimum: int) -> list[int]:
@@ -314,15 +345,14 @@ def _parse_counts(cells: Iterable[str], first_line: int, *, minimum: int) -> lis
 
 
 def _read_json(buffered: io.BufferedReader[_HashingReader]) -> tuple[dict[str, int], int]:
-    parts: list[dict[str, int]] = []
+    values: dict[str, int] = {}
     batch_names: list[str] = []
     batch_counts: list[int] = []
     row = 0
 
     def flush() -> None:
         first = row - len(batch_names) + 1
-        keys = normalize_names(batch_names, first, unit="row")
-        parts.append(_combine(keys, list(batch_counts), operator.add))
+        _fold(values, normalize_names(batch_names, first, unit="row"), batch_counts, operator.add)
         batch_names.clear()
         batch_counts.clear()
 
@@ -340,7 +370,7 @@ def _read_json(buffered: io.BufferedReader[_HashingReader]) -> tuple[dict[str, i
         raise ImportRejected("the file is not UTF-8 text") from None
     if batch_names:
         flush()
-    return _combine_parts(parts, operator.add), row
+    return values, row
 
 
 def _json_row(item: Any, row: int) -> tuple[str, int]:

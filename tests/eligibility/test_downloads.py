@@ -57,10 +57,24 @@ def test_duplicates_after_normalisation_are_summed():
     assert table.source_format == "csv-counts"
 
 
-def test_duplicates_across_chunks_are_summed(monkeypatch):
+@pytest.mark.parametrize("block", [4, 7, 1 << 17])
+def test_duplicates_across_chunks_are_summed(monkeypatch, block):
+    monkeypatch.setattr("eligibility.downloads.BLOCK_CHARACTERS", block)
     monkeypatch.setattr("eligibility.downloads.CHUNK_ROWS", 2)
-    table = read("project,downloads\na,1\nb,2\nc,3\nA,4\nb,5\n")
-    assert table.values == {"a": 5, "b": 7, "c": 3}
+    table = read("project,downloads\na,1\nb,2\nc,3\nA,4\nb,5\nlast,6")
+    assert table.values == {"a": 5, "b": 7, "c": 3, "last": 6}
+    assert table.rows == 6
+    as_json = {
+        "rows": [
+            {"project": p, "download_count": n} for p, n in [("a", 1), ("b", 2), ("A", 4), ("b", 5)]
+        ]
+    }
+    assert read(json.dumps(as_json)).values == {"a": 5, "b": 7}
+
+
+def test_quoted_cells_and_windows_line_ends_are_read():
+    table = read(b'project,downloads\r\n"requests",5\r\n"zope.interface"," 7 "\r\n')
+    assert table.values == {"requests": 5, "zope-interface": 7}
 
 
 def test_ties_at_the_cutoff_are_broken_by_name():
@@ -121,6 +135,8 @@ def test_the_same_content_has_the_same_fingerprint():
         (b"project,downloads\nx,1\ny,lots\n", "line 3: 'lots' is not a download count"),
         (b"project,downloads\nx,1\ny,1.5\n", "line 3: '1.5' is not a download count"),
         (b"project,downloads\nx,1\ny,2,3\n", "line 3: expected 2 columns, found 3"),
+        (b"project,downloads\nx,1\n\ny,2\n", "line 3: expected 2 columns, found 0"),
+        (b'project,downloads\nx,1\n"y,2\n', "line 3: expected 2 columns, found 1"),
         (b"project,downloads\nx,1\nbad name,2\n", "line 3: 'bad name' is not a valid"),
         (b"project,downloads\nx,1\n\xff\xfe,2\n", "not UTF-8 text"),
         (b"rank,project\n0,x\n", "line 2: a rank cannot be 0"),
