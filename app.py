@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _register_cli(app: Flask) -> None:
     from accounts.cli import staff_cli
     from demo import seed_command
+    from distribution.cli import shipping_cli
     from eligibility.cli import eligibility_cli
     from mail import mail_cli
 
@@ -70,6 +71,7 @@ def _register_cli(app: Flask) -> None:
     app.cli.add_command(staff_cli)
     app.cli.add_command(mail_cli)
     app.cli.add_command(eligibility_cli)
+    app.cli.add_command(shipping_cli)
 
 
 def _register_error_pages(app: Flask) -> None:

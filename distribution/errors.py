@@ -14,3 +14,51 @@ class UnknownKeyModel(DistributionError):
 
 class InvalidMovement(DistributionError):
     title = "That stock movement is not possible"
+
+
+class NoKeysLeft(DistributionError):
+    status_code = 409
+    title = "No keys left"
+
+
+class NotEligible(DistributionError):
+    status_code = 403
+    title = "Not eligible"
+
+
+class AlreadyClaimed(DistributionError):
+    status_code = 409
+    title = "You have a claim already"
+
+
+class CodeTypo(DistributionError):
+    title = "That code has a typo"
+
+
+class CodeUnknown(DistributionError):
+    status_code = 404
+    title = "That code is not valid"
+
+
+class CodeExpired(DistributionError):
+    status_code = 410
+    title = "That code has expired"
+
+
+class CodeUsed(DistributionError):
+    status_code = 409
+    title = "That code was already used"
+
+
+class InvalidChoice(DistributionError):
+    title = "Check the keys you chose"
+
+
+class ClaimNotFound(DistributionError):
+    status_code = 404
+    title = "No such claim"
+
+
+class ClaimLocked(DistributionError):
+    status_code = 409
+    title = "That cannot be changed any more"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from db import UTCDateTime
+from db import JSONType, UTCDateTime
 
 
 class MovementKind(enum.StrEnum):
@@ -67,3 +68,145 @@ class StockMovement(SQLModel, table=True):
     actor_label: str = Field(default="", max_length=200)
     reference: str = Field(max_length=100)
     note: str = Field(default="", max_length=1000)
+
+
+TOTAL = "*"
+"""The stock_balance row that holds the programme-wide figures."""
+
+
+class StockBalance(SQLModel, table=True):
+    """Running figures beside the ledger, so that the database itself refuses to oversell.
+
+    ``on_hand`` mirrors the sum of the ledger (a reconciliation check proves it); ``committed``
+    is what is promised: on the total row, keys reserved by outstanding codes plus keys
+    allocated to parcels not yet shipped; on a model's row, that model's allocated keys. The
+    CHECK constraints are the invariant: nothing can be promised that is not on hand.
+    """
+
+    __tablename__ = "stock_balance"
+    __table_args__ = (
+        sa.CheckConstraint("committed >= 0", name="committed_not_negative"),
+        sa.CheckConstraint("committed <= on_hand", name="never_oversold"),
+    )
+
+    sku: str = Field(primary_key=True, max_length=40)
+    on_hand: int = 0
+    committed: int = 0
+
+
+class ClaimStatus(enum.StrEnum):
+    ISSUED = "issued"
+    REDEEMED = "redeemed"
+    LABEL_PRINTED = "label_printed"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    ACTIVATED = "activated"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    RETURNED = "returned"
+    LOST = "lost"
+
+
+# The life of a claim (DESIGN.md), written once: every change of status goes through it.
+CLAIM_TRANSITIONS: dict[ClaimStatus, frozenset[ClaimStatus]] = {
+    ClaimStatus.ISSUED: frozenset(
+        {ClaimStatus.REDEEMED, ClaimStatus.EXPIRED, ClaimStatus.CANCELLED}
+    ),
+    ClaimStatus.REDEEMED: frozenset({ClaimStatus.LABEL_PRINTED, ClaimStatus.CANCELLED}),
+    ClaimStatus.LABEL_PRINTED: frozenset(
+        {ClaimStatus.SHIPPED, ClaimStatus.REDEEMED, ClaimStatus.CANCELLED}
+    ),
+    ClaimStatus.SHIPPED: frozenset({ClaimStatus.DELIVERED, ClaimStatus.RETURNED, ClaimStatus.LOST}),
+    ClaimStatus.DELIVERED: frozenset({ClaimStatus.ACTIVATED}),
+    ClaimStatus.RETURNED: frozenset({ClaimStatus.REDEEMED}),
+    ClaimStatus.LOST: frozenset(),
+    ClaimStatus.ACTIVATED: frozenset(),
+    ClaimStatus.EXPIRED: frozenset(),
+    ClaimStatus.CANCELLED: frozenset(),
+}
+CLOSED_STATUSES = (ClaimStatus.EXPIRED.value, ClaimStatus.CANCELLED.value)
+
+
+class Claim(SQLModel, table=True):
+    """A maintainer's claim: a code that reserves keys, then the parcel it becomes."""
+
+    __tablename__ = "claim"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status IN ('issued', 'redeemed', 'label_printed', 'shipped', 'delivered', "
+            "'activated', 'expired', 'cancelled', 'returned', 'lost')",
+            name="known_status",
+        ),
+        sa.CheckConstraint("keys_reserved >= 0", name="reserved_not_negative"),
+        # One active claim per maintainer: expired and cancelled claims do not count.
+        sa.Index(
+            "uq_claim_active_per_maintainer",
+            "maintainer_id",
+            unique=True,
+            sqlite_where=sa.text("status NOT IN ('expired', 'cancelled')"),
+            postgresql_where=sa.text("status NOT IN ('expired', 'cancelled')"),
+        ),
+        sa.Index("ix_claim_status_expires", "status", "expires_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    maintainer_id: int = Field(foreign_key="maintainer.id", index=True)
+    status: str = Field(default=ClaimStatus.ISSUED.value, max_length=20)
+    code_hash: str = Field(max_length=64, unique=True)
+    code_hint: str = Field(max_length=8)
+    keys_reserved: int
+    issued_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    redeemed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ClaimItem(SQLModel, table=True):
+    """Keys of one model allocated to a redeemed claim."""
+
+    __tablename__ = "claim_item"
+    __table_args__ = (sa.CheckConstraint("quantity > 0", name="positive_quantity"),)
+
+    claim_id: int = Field(foreign_key="claim.id", primary_key=True)
+    sku: str = Field(foreign_key="key_model.sku", primary_key=True, max_length=40)
+    quantity: int
+
+
+class Shipment(SQLModel, table=True):
+    """Where a redeemed claim goes. The address is personal data, kept only as long as needed."""
+
+    __tablename__ = "shipment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    claim_id: int = Field(foreign_key="claim.id", index=True)
+    reference: str = Field(max_length=20, unique=True)
+    # A redemption form carries a random key, so a double submit finds the first shipment.
+    idempotency_key: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    country: str = Field(max_length=2)
+    recipient_name: str = Field(max_length=100)
+    recipient_name_local: str = Field(default="", max_length=200)
+    phone: str = Field(max_length=20)
+    address: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType, nullable=False)
+    address_lines: list[str] = Field(default_factory=list, sa_type=JSONType, nullable=False)
+
+
+class WaitlistEntry(SQLModel, table=True):
+    """A maintainer who asked for keys when none were left; offered freed keys in order."""
+
+    __tablename__ = "waitlist_entry"
+    __table_args__ = (
+        sa.Index(
+            "uq_waitlist_waiting_maintainer",
+            "maintainer_id",
+            unique=True,
+            sqlite_where=sa.text("offered_at IS NULL"),
+            postgresql_where=sa.text("offered_at IS NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    maintainer_id: int = Field(foreign_key="maintainer.id", index=True)
+    joined_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    offered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    claim_id: int | None = Field(default=None, foreign_key="claim.id")

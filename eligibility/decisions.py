@@ -16,6 +16,7 @@ from sqlmodel import Session, col, select
 
 from accounts.models import Maintainer
 from db import utcnow
+from distribution.models import CLOSED_STATUSES, Claim
 from distribution.stock import available_keys
 from eligibility import appeals
 from eligibility.countries import country_name, display_code, served_names
@@ -37,6 +38,7 @@ class ReasonCode(enum.StrEnum):
     NOT_CRITICAL_MAINTAINER = "not_critical_maintainer"
     COUNTRY_MISSING = "country_missing"
     COUNTRY_NOT_SERVED = "country_not_served"
+    ALREADY_CLAIMED = "already_claimed"
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,17 @@ def decide(
             )
         )
 
+    if _has_active_claim(session, maintainer):
+        reasons.append(
+            Reason(
+                ReasonCode.ALREADY_CLAIMED,
+                (
+                    "You have claimed your keys already: follow them on My claim. If a key "
+                    "is lost, tell us there and we will help."
+                ),
+            )
+        )
+
     return Decision(
         eligible=not reasons,
         reasons=reasons,
@@ -197,6 +210,18 @@ def decide(
         override=override,
         country=country,
         checked_at=now,
+    )
+
+
+def _has_active_claim(session: Session, maintainer: Maintainer) -> bool:
+    # Queried here rather than through distribution.claims, which depends on this module.
+    return (
+        session.exec(
+            select(Claim.id).where(
+                Claim.maintainer_id == maintainer.id, col(Claim.status).not_in(CLOSED_STATUSES)
+            )
+        ).first()
+        is not None
     )
 
 

@@ -47,7 +47,7 @@ class DatabaseFactory:
     def create(self, name: str) -> str:
         """A new migrated database; its URL."""
         if self.server_url is None:
-            url = f"sqlite:///{self.tmp / f'{name}.sqlite3'}"
+            url = f"sqlite:///{self.tmp / f'{name}-{secrets.token_hex(4)}.sqlite3'}"
         else:
             database = f"keys_{name}_{secrets.token_hex(4)}"
             admin = sa.create_engine(self.server_url, isolation_level="AUTOCOMMIT")

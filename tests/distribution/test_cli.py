@@ -1,0 +1,116 @@
+"""`flask --app app shipping validate-address`, as operators' scripts call it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+BRITISH_MUSEUM = {
+    "country_code": "UK",
+    "name": "Joe Bloggs",
+    "street_address": "Great Russell Street",
+    "city": "London",
+    "postal_code": "wc1b3dg",
+}
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+def validate(runner, text, *options):
+    return runner.invoke(args=["shipping", "validate-address", *options], input=text)
+
+
+@pytest.mark.parametrize("options", [(), ("--json",)])
+def test_a_valid_address_prints_it_normalised_with_its_label(runner, options):
+    result = validate(runner, json.dumps(BRITISH_MUSEUM), *options)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "valid": True,
+        "errors": {},
+        "address": {
+            "country_code": "GB",
+            "name": "Joe Bloggs",
+            "company_name": "",
+            "street_address": "Great Russell Street",
+            "city_area": "",
+            "city": "LONDON",
+            "country_area": "",
+            "postal_code": "WC1B 3DG",
+            "sorting_code": "",
+        },
+        "lines": ["Joe Bloggs", "Great Russell Street", "LONDON", "WC1B 3DG", "UNITED KINGDOM"],
+    }
+
+
+def test_a_japanese_address_keeps_its_city(runner):
+    tokyo_station = {
+        "country_code": "JP",
+        "name": "Yamada Taro",
+        "street_address": "1-9-1 Marunouchi",
+        "city": "Chiyoda-ku",
+        "country_area": "東京都",
+        "postal_code": "1000005",
+    }
+    result = validate(runner, json.dumps(tokyo_station))
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["address"]["city"] == "Chiyoda-ku"
+    assert report["lines"] == [
+        "Yamada Taro",
+        "1-9-1 Marunouchi",
+        "Chiyoda-ku, TOKYO 100-0005",
+        "JAPAN",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "errors"),
+    [
+        (
+            {"postal_code": "WC1B 3DGX", "city": None},
+            {"city": "required", "postal_code": "invalid"},
+        ),
+        ({"country_code": "BR"}, {"country_code": "not_served"}),
+        ({"country_code": "XX"}, {"country_code": "invalid"}),
+        ({"country_area": "Kent"}, {"country_area": "forbidden"}),
+    ],
+)
+def test_an_invalid_address_prints_the_errors_and_exits_1(runner, changes, errors):
+    raw = {k: v for k, v in {**BRITISH_MUSEUM, **changes}.items() if v is not None}
+    result = validate(runner, json.dumps(raw))
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {
+        "valid": False,
+        "errors": errors,
+        "address": {},
+        "lines": [],
+    }
+    assert result.stderr.strip()  # and says why, for a person at the terminal
+
+
+def test_the_served_countries_come_from_the_settings(app_factory):
+    runner = app_factory(countries=("FR",)).test_cli_runner()
+    result = validate(runner, json.dumps(BRITISH_MUSEUM))
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["errors"] == {"country_code": "not_served"}
+    assert "Keys can be shipped to France." in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"country_code": "UK",', "The input is not JSON"),
+        ("", "The input is not JSON"),
+        ('["UK"]', "must be one JSON object"),
+        ('{"country_code": "IT", "postal_code": 184}', "'postal_code' must be a string"),
+    ],
+)
+def test_input_that_is_not_an_address_document_exits_2(runner, text, message):
+    result = validate(runner, text)
+    assert result.exit_code == 2
+    assert result.stdout == ""
+    assert message in result.stderr
