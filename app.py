@@ -40,10 +40,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     security.init_app(app, settings)
 
     from accounts.views import bp as accounts_bp
+    from distribution.views import bp as distribution_bp
     from eligibility.views import bp as eligibility_bp
 
     app.register_blueprint(accounts_bp)
     app.register_blueprint(eligibility_bp)
+    app.register_blueprint(distribution_bp)
 
     _register_cli(app)
     _register_error_pages(app)
@@ -62,7 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _register_cli(app: Flask) -> None:
     from accounts.cli import staff_cli
     from demo import seed_command
-    from distribution.cli import shipping_cli
+    from distribution.cli import claims_cli, shipping_cli, stock_cli
     from eligibility.cli import eligibility_cli
     from mail import mail_cli
 
@@ -72,6 +74,8 @@ def _register_cli(app: Flask) -> None:
     app.cli.add_command(mail_cli)
     app.cli.add_command(eligibility_cli)
     app.cli.add_command(shipping_cli)
+    app.cli.add_command(stock_cli)
+    app.cli.add_command(claims_cli)
 
 
 def _register_error_pages(app: Flask) -> None:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from accounts.models import Maintainer
-from db import Actor, record_event, utcnow
+from db import Actor, AuditEvent, record_event, utcnow
 from distribution import codes, stock
 from distribution.addresses import ShippingAddress
 from distribution.errors import (
@@ -51,6 +51,16 @@ from settings import Settings
 class IssuedCode:
     claim: Claim
     code: str  # shown once and mailed; never stored
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who receives a parcel, where, and how the carrier reaches them (all validated)."""
+
+    address: ShippingAddress
+    phone: str
+    name: str
+    name_local: str = ""
 
 
 @dataclass(frozen=True)
@@ -195,10 +205,7 @@ def redeem_claim(
     maintainer: Maintainer,
     code: str,
     items: Mapping[str, int],
-    address: ShippingAddress,
-    phone: str,
-    recipient_name: str,
-    recipient_name_local: str = "",
+    recipient: Recipient,
     idempotency_key: str,
 ) -> Shipment:
     """Spend a code: allocate the chosen keys and record where they go."""
@@ -227,12 +234,12 @@ def redeem_claim(
         reference=_shipment_reference(),
         idempotency_key=idempotency_key,
         created_at=utcnow(),
-        country=address.country_code,
-        recipient_name=recipient_name,
-        recipient_name_local=recipient_name_local,
-        phone=phone,
-        address=dict(address.fields),
-        address_lines=list(address.lines),
+        country=recipient.address.country_code,
+        recipient_name=recipient.name,
+        recipient_name_local=recipient.name_local,
+        phone=recipient.phone,
+        address=dict(recipient.address.fields),
+        address_lines=list(recipient.address.lines),
     )
     session.add(shipment)
     session.flush()
@@ -242,7 +249,11 @@ def redeem_claim(
         action="shipment.created",
         subject_kind="claim",
         subject_id=claim.id,
-        details={"items": chosen, "country": address.country_code, "shipment": shipment.reference},
+        details={
+            "items": chosen,
+            "country": recipient.address.country_code,
+            "shipment": shipment.reference,
+        },
     )
     mailer.send(
         session=session,
@@ -252,12 +263,51 @@ def redeem_claim(
             body=(
                 f"Hello {maintainer.greeting_name},\n\n"
                 f"Your keys ({_items_text(chosen)}) will be shipped to:\n\n"
-                + "\n".join(f"    {line}" for line in address.lines)
+                + "\n".join(f"    {line}" for line in recipient.address.lines)
                 + f"\n\nYou can change the address until the label is printed, and cancel until "
                 f"the parcel ships: {settings.base_url}/claim\n"
             ),
             purpose="claim_redeemed",
         ),
+    )
+    return shipment
+
+
+def change_address(
+    *,
+    session: Session,
+    actor: Actor,
+    maintainer: Maintainer,
+    claim_id: int,
+    recipient: Recipient,
+) -> Shipment:
+    """Correct where a parcel goes, until its label is printed."""
+    claim = get_claim(session=session, maintainer=maintainer, claim_id=claim_id)
+    shipment = shipment_of(session=session, claim=claim)
+    if claim.status != ClaimStatus.REDEEMED or shipment is None:
+        raise ClaimLocked(
+            "The label is printed already, so the address can no longer change. "
+            "If it is wrong, write to us at once."
+        )
+    before = shipment.country
+    shipment.country = recipient.address.country_code
+    shipment.address = dict(recipient.address.fields)
+    shipment.address_lines = list(recipient.address.lines)
+    shipment.phone, shipment.recipient_name = recipient.phone, recipient.name
+    shipment.recipient_name_local = recipient.name_local
+    session.flush()
+    # The audit names the change, not the address: personal data stays out of the log.
+    record_event(
+        session=session,
+        actor=actor,
+        action="shipment.address_changed",
+        subject_kind="claim",
+        subject_id=claim.id,
+        details={
+            "shipment": shipment.reference,
+            "before": {"country": before},
+            "after": {"country": shipment.country},
+        },
     )
     return shipment
 
@@ -331,12 +381,7 @@ def join_waitlist(*, session: Session, actor: Actor, maintainer: Maintainer) -> 
             subject_kind="maintainer",
             subject_id=maintainer.id,
         )
-    ahead = session.exec(
-        select(sa.func.count())
-        .select_from(WaitlistEntry)
-        .where(col(WaitlistEntry.offered_at).is_(None), col(WaitlistEntry.id) < entry.id)
-    ).one()
-    return int(ahead) + 1
+    return _position(session, entry)
 
 
 def offer_freed_keys(*, session: Session, mailer: Mailer, settings: Settings) -> int:
@@ -424,3 +469,75 @@ def _items_text(items: Mapping[str, int]) -> str:
 
 def _day(moment: datetime) -> str:
     return f"{moment.day} {moment:%B %Y}"
+
+
+@dataclass(frozen=True)
+class TimelineStep:
+    label: str
+    at: datetime | None
+    state: str  # "done", "current" or "upcoming"
+
+
+_TIMELINE = (
+    (ClaimStatus.ISSUED, "Code issued"),
+    (ClaimStatus.REDEEMED, "Address received"),
+    (ClaimStatus.LABEL_PRINTED, "Label printed"),
+    (ClaimStatus.SHIPPED, "Shipped"),
+    (ClaimStatus.DELIVERED, "Delivered"),
+    (ClaimStatus.ACTIVATED, "Keys registered"),
+)
+NEXT_STEPS = {
+    ClaimStatus.ISSUED: "Redeem your code: choose your keys and give a shipping address.",
+    ClaimStatus.REDEEMED: "We are preparing your parcel. You can still change the address "
+    "until the label is printed.",
+    ClaimStatus.LABEL_PRINTED: "Your parcel is being packed and leaves soon.",
+    ClaimStatus.SHIPPED: "Your parcel is on its way.",
+    ClaimStatus.DELIVERED: "Register both keys with us and add them to your PyPI account.",
+    ClaimStatus.ACTIVATED: "All done: your account is protected by two security keys.",
+}
+
+
+def timeline(*, session: Session, claim: Claim) -> list[TimelineStep]:
+    """The claim's progress, each step with the time the audit log saw it happen."""
+    events = session.exec(
+        select(AuditEvent)
+        .where(
+            AuditEvent.subject_kind == "claim",
+            AuditEvent.subject_id == str(claim.id),
+            col(AuditEvent.action).startswith("claim."),
+        )
+        .order_by(col(AuditEvent.id))
+    ).all()
+    seen = {event.action.removeprefix("claim."): event.occurred_at for event in events}
+    order = [status for status, _label in _TIMELINE]
+    reached = order.index(ClaimStatus(claim.status)) if claim.status in order else -1
+    finished = reached == len(order) - 1
+
+    def state(index: int) -> str:
+        if index < reached or (index == reached and finished):
+            return "done"
+        return "current" if index == reached else "upcoming"
+
+    return [
+        TimelineStep(label, seen.get(status.value), state(index))
+        for index, (status, label) in enumerate(_TIMELINE)
+    ]
+
+
+def waitlist_position(*, session: Session, maintainer: Maintainer) -> int | None:
+    """The maintainer's place on the waiting list, if they are on it."""
+    entry = session.exec(
+        select(WaitlistEntry).where(
+            WaitlistEntry.maintainer_id == maintainer.id, col(WaitlistEntry.offered_at).is_(None)
+        )
+    ).first()
+    return None if entry is None else _position(session, entry)
+
+
+def _position(session: Session, entry: WaitlistEntry) -> int:
+    ahead = session.exec(
+        select(sa.func.count())
+        .select_from(WaitlistEntry)
+        .where(col(WaitlistEntry.offered_at).is_(None), col(WaitlistEntry.id) < entry.id)
+    ).one()
+    return int(ahead) + 1

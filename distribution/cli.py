@@ -1,15 +1,20 @@
-"""`flask --app app shipping …`: check addresses the way the redemption form does."""
+"""`flask --app app shipping|stock|claims …`: addresses, the stock ledger, claim codes."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Mapping
 from typing import BinaryIO
 
 import click
 from flask.cli import with_appcontext
 
+from db import Actor, get_database
+from distribution import claims, stock
 from distribution.addresses import InvalidAddress, validate_address
+from errors import reported_as_cli_error
+from mail import get_mailer
 from settings import get_settings
 
 # An address is a few hundred bytes; anything near this is not one.
@@ -77,3 +82,104 @@ def _read_address(stream: BinaryIO) -> dict[str, str]:
             )
         address[key] = value
     return address
+
+
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+
+
+@click.group("stock")
+def stock_cli() -> None:
+    """The stock ledger."""
+
+
+@stock_cli.command("receive")
+@click.option("--model", "sku", required=True, help="The model's SKU, e.g. TITAN-USB-C-NFC.")
+@click.option("--quantity", type=click.IntRange(min=1), required=True)
+@click.option("--reference", required=True, help="The delivery note or batch reference.")
+@click.option("--note", default="")
+@_JSON
+@with_appcontext
+def receive_command(sku: str, quantity: int, reference: str, note: str, as_json: bool) -> None:
+    """Record a batch of keys arriving (a reference is received once per model)."""
+    with reported_as_cli_error(), get_database().transaction() as session:
+        movement = stock.receive_stock(
+            session=session,
+            actor=Actor.system("cli"),
+            sku=sku,
+            quantity=quantity,
+            reference=reference,
+            note=note,
+        )
+        report = {
+            "movement_id": movement.id,
+            "sku": sku,
+            "quantity": quantity,
+            "reference": movement.reference,
+        }
+    _print(report, as_json, f"Received {quantity} × {sku} ({movement.reference}).")
+
+
+@stock_cli.command("report")
+@_JSON
+@with_appcontext
+def report_command(as_json: bool) -> None:
+    """Keys on hand, reserved, allocated and available, per model and in total."""
+    with get_database().transaction() as session:
+        figures = stock.stock_figures(session=session)
+    models = [
+        {
+            "sku": m.sku,
+            "name": m.name,
+            "on_hand": m.on_hand,
+            "allocated": m.allocated,
+            "available": figures.available_of(m.sku),
+            "ledger_sum": m.ledger_sum,
+        }
+        for m in figures.models
+    ]
+    report = {
+        "models": models,
+        "on_hand": figures.on_hand,
+        "reserved": figures.reserved,
+        "allocated": figures.allocated,
+        "available": figures.available,
+        "ledger_sum": figures.ledger_sum,
+        "reconciles": figures.reconciles,
+    }
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    for model in models:
+        click.echo(
+            f"{model['sku']:18} on hand {model['on_hand']:6,}  allocated "
+            f"{model['allocated']:6,}  available {model['available']:6,}"
+        )
+    click.echo(
+        f"{'total':18} on hand {figures.on_hand:6,}  reserved {figures.reserved:6,}  "
+        f"allocated {figures.allocated:6,}  available {figures.available:6,}"
+    )
+    click.echo(
+        "The figures reconcile with the ledger."
+        if figures.reconciles
+        else "WARNING: the balances do not match the ledger."
+    )
+
+
+@click.group("claims")
+def claims_cli() -> None:
+    """Claim codes."""
+
+
+@claims_cli.command("expire")
+@_JSON
+@with_appcontext
+def expire_command(as_json: bool) -> None:
+    """Expire unredeemed codes past their date and offer their keys (safe from cron)."""
+    settings = get_settings()
+    with get_database().transaction() as session:
+        expired = claims.expire_claims(session=session, mailer=get_mailer(), settings=settings)
+    _print({"expired": expired}, as_json, f"Expired {expired} code(s).")
+
+
+def _print(report: Mapping[str, object], as_json: bool, summary: str) -> None:
+    click.echo(json.dumps(report) if as_json else summary)

@@ -275,3 +275,12 @@ def available_keys(*, session: Session) -> int:
     """Keys that can still be promised to someone: on hand minus reserved and allocated."""
     total = session.get(StockBalance, TOTAL)
     return 0 if total is None else total.on_hand - total.committed
+
+
+def recent_movements(*, session: Session, limit: int = 20) -> list[StockMovement]:
+    """The newest ledger rows first."""
+    return list(
+        session.exec(
+            select(StockMovement).order_by(col(StockMovement.id).desc()).limit(limit)
+        ).all()
+    )

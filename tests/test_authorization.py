@@ -43,6 +43,14 @@ EXPECTED: dict[str, str | set[StaffRole]] = {
     "eligibility.appeal_review": {StaffRole.PROGRAMME},
     "eligibility.critical_lists": {StaffRole.PROGRAMME},
     "eligibility.critical_list_detail": {StaffRole.PROGRAMME, StaffRole.VIEWER},
+    "distribution.my_claim": MAINTAINER,
+    "distribution.get_code": MAINTAINER,
+    "distribution.redeem": MAINTAINER,
+    "distribution.change_address": MAINTAINER,
+    "distribution.cancel": MAINTAINER,
+    "distribution.stock_desk": {StaffRole.PROGRAMME, StaffRole.VIEWER},
+    "distribution.receive_stock": {StaffRole.PROGRAMME},
+    "distribution.adjust_stock": {StaffRole.PROGRAMME},
 }
 
 SAMPLE_ARGUMENTS = {
@@ -51,6 +59,7 @@ SAMPLE_ARGUMENTS = {
     "name": "requests",
     "appeal_id": 1,
     "list_id": 1,
+    "claim_id": 1,
 }
 VISITORS = ["anonymous", "maintainer", *[role.value for role in StaffRole]]
 

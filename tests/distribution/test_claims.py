@@ -93,9 +93,9 @@ def redeem(session, mailer, settings, maintainer, code, items=None, key="form-1"
         maintainer=maintainer,
         code=code,
         items=items or {A: 1, C: 1},
-        address=validate_address(BERLIN, served=settings.countries),
-        phone="+49301234567",
-        recipient_name="Ada Demo",
+        recipient=claims.Recipient(
+            validate_address(BERLIN, served=settings.countries), "+49301234567", "Ada Demo"
+        ),
         idempotency_key=key,
     )
 
@@ -270,4 +270,41 @@ def test_only_the_owner_sees_a_claim(session, settings, mailer, programme):
             actor=ACTOR,
             maintainer=other,
             claim_id=issued.claim.id,
+        )
+
+
+def test_the_address_can_change_until_the_label_is_printed(session, settings, mailer, programme):
+    maintainer = eligible(session)
+    issued = issue(session, mailer, settings, maintainer)
+    redeem(session, mailer, settings, maintainer, issued.code)
+    tokyo = validate_address(
+        {
+            "country_code": "JP",
+            "name": "Ada Demo",
+            "street_address": "1-1 Marunouchi",
+            "city": "Chiyoda-ku",
+            "country_area": "Tokyo",
+            "postal_code": "1000005",
+        },
+        served=settings.countries,
+    )
+    shipment = claims.change_address(
+        session=session,
+        actor=ACTOR,
+        maintainer=maintainer,
+        claim_id=issued.claim.id,
+        recipient=claims.Recipient(tokyo, "+81312345678", "Ada Demo"),
+    )
+    assert shipment.country == "JP" and "Chiyoda-ku" in " ".join(shipment.address_lines)
+
+    claim = session.get(Claim, issued.claim.id)
+    claim.status = ClaimStatus.LABEL_PRINTED.value
+    session.flush()
+    with pytest.raises(ClaimLocked, match="label is printed"):
+        claims.change_address(
+            session=session,
+            actor=ACTOR,
+            maintainer=maintainer,
+            claim_id=claim.id,
+            recipient=claims.Recipient(tokyo, "+81312345678", "Ada Demo"),
         )

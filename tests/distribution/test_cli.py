@@ -114,3 +114,50 @@ def test_input_that_is_not_an_address_document_exits_2(runner, text, message):
     assert result.exit_code == 2
     assert result.stdout == ""
     assert message in result.stderr
+
+
+def test_stock_receive_and_report(app):
+    runner = app.test_cli_runner()
+    received = runner.invoke(
+        args=[
+            "stock",
+            "receive",
+            "--model",
+            "TITAN-USB-C-NFC",
+            "--quantity",
+            "25",
+            "--reference",
+            "DN-7",
+            "--json",
+        ]
+    )
+    assert received.exit_code == 0, received.output
+    assert json.loads(received.output)["quantity"] == 25
+    again = runner.invoke(
+        args=[
+            "stock",
+            "receive",
+            "--model",
+            "TITAN-USB-C-NFC",
+            "--quantity",
+            "25",
+            "--reference",
+            "DN-7",
+        ]
+    )
+    assert again.exit_code == 1 and "received already" in again.output
+    unknown = runner.invoke(
+        args=["stock", "receive", "--model", "NOPE", "--quantity", "1", "--reference", "X"]
+    )
+    assert unknown.exit_code == 1 and "no key model 'NOPE'" in unknown.output
+
+    report = json.loads(runner.invoke(args=["stock", "report", "--json"]).output)
+    assert (report["on_hand"], report["available"], report["reconciles"]) == (25, 25, True)
+    assert [m["on_hand"] for m in report["models"]] == [0, 25]
+
+
+def test_claims_expire_is_safe_to_repeat(app):
+    runner = app.test_cli_runner()
+    for _ in range(2):
+        result = runner.invoke(args=["claims", "expire", "--json"])
+        assert result.exit_code == 0 and json.loads(result.output) == {"expired": 0}

@@ -142,9 +142,9 @@ def test_sixteen_people_racing_twice_for_ten_keys(race_engine, settings):
                 maintainer=me,
                 code=code,
                 items={A: 2},
-                address=validate_address(LYON, served=settings.countries),
-                phone="+33412345678",
-                recipient_name="Racer",
+                recipient=claims.Recipient(
+                    validate_address(LYON, served=settings.countries), "+33412345678", "Racer"
+                ),
                 idempotency_key=f"form-{maintainer_id}",
             )
 
@@ -181,9 +181,9 @@ def test_a_code_redeemed_eight_times_at_once_works_once(race_engine, settings):
                 maintainer=me,
                 code=issued.code,
                 items={C: 1},
-                address=validate_address(LYON, served=settings.countries),
-                phone="+33412345678",
-                recipient_name="Racer",
+                recipient=claims.Recipient(
+                    validate_address(LYON, served=settings.countries), "+33412345678", "Racer"
+                ),
                 idempotency_key=key,
             )
 

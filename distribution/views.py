@@ -1,0 +1,338 @@
+"""Claim pages for maintainers (get a code, redeem it, follow the claim) and the stock desk."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import TypeVar, cast
+
+from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+
+from accounts.forms import ConfirmForm
+from accounts.models import Maintainer, StaffRole
+from accounts.services import actor_for
+from db import get_session
+from distribution import claims, stock
+from distribution.addresses import (
+    InvalidAddress,
+    normalize_phone,
+    recipient_name_latin,
+    validate_address,
+)
+from distribution.errors import (
+    ClaimLocked,
+    CodeExpired,
+    CodeTypo,
+    CodeUnknown,
+    CodeUsed,
+    InvalidChoice,
+    InvalidMovement,
+    NoKeysLeft,
+)
+from distribution.forms import (
+    AdjustStockForm,
+    ReceiveStockForm,
+    RedemptionForm,
+    ShippingForm,
+    shipping_form_for,
+    with_models,
+)
+from eligibility.countries import served_choices
+from eligibility.decisions import decide
+from mail import get_mailer
+from security import limiter, maintainer_required, staff_required
+from settings import get_settings
+
+bp = Blueprint("distribution", __name__)
+T = TypeVar("T")
+
+CODE_ENTRY_PER_MAINTAINER = "10 per hour"
+CODE_ENTRY_PER_IP = "30 per hour"
+_CODE_PROBLEMS = (CodeTypo, CodeUnknown, CodeExpired, CodeUsed)
+
+
+def _me() -> Maintainer:
+    return cast(Maintainer, current_user._get_current_object())
+
+
+def _maintainer_key() -> str:
+    return f"maintainer:{current_user.get_id()}"
+
+
+def _country() -> str:
+    """The destination chosen on the page (served countries only; the profile's by default)."""
+    served = get_settings().countries
+    wanted = (request.values.get("country") or _me().country or served[0]).upper()
+    wanted = "GB" if wanted == "UK" else wanted
+    return wanted if wanted in served else served[0]
+
+
+# --- maintainers ------------------------------------------------------------------------------
+
+
+@bp.get("/claim")
+@maintainer_required
+def my_claim() -> ResponseReturnValue:
+    session, settings, maintainer = get_session(), get_settings(), _me()
+    claim = claims.active_claim(session=session, maintainer=maintainer)
+    return render_template(
+        "distribution/my_claim.html",
+        claim=claim,
+        timeline=claims.timeline(session=session, claim=claim) if claim else [],
+        items=claims.items_of(session=session, claim=claim) if claim else {},
+        shipment=claims.shipment_of(session=session, claim=claim) if claim else None,
+        decision=None
+        if claim
+        else decide(
+            session=session, settings=settings, maintainer=maintainer, country=maintainer.country
+        ),
+        waiting=claims.waitlist_position(session=session, maintainer=maintainer),
+        form=ConfirmForm(),
+    )
+
+
+@bp.post("/claim/code")
+@maintainer_required
+@limiter.limit(CODE_ENTRY_PER_MAINTAINER, key_func=_maintainer_key)
+@limiter.limit(CODE_ENTRY_PER_IP)
+def get_code() -> ResponseReturnValue:
+    if not ConfirmForm().validate_on_submit():
+        return redirect(url_for("distribution.my_claim"))
+    outcome = claims.issue_claim_code(
+        session=get_session(),
+        mailer=get_mailer(),
+        settings=get_settings(),
+        actor=actor_for(current_user),
+        maintainer=_me(),
+    )
+    if isinstance(outcome, claims.WaitlistPlace):
+        flash(
+            f"All keys are promised right now. You are number {outcome.position} on the "
+            "waiting list: we email you a code as soon as keys come free.",
+            "info",
+        )
+        return redirect(url_for("distribution.my_claim"))
+    # Shown once, on this page and in the email; only its hash is kept.
+    return render_template("distribution/code.html", issued=outcome)
+
+
+@bp.route("/claim/redeem", methods=["GET", "POST"])
+@maintainer_required
+@limiter.limit(CODE_ENTRY_PER_MAINTAINER, key_func=_maintainer_key, methods=["POST"])
+@limiter.limit(CODE_ENTRY_PER_IP, methods=["POST"])
+def redeem() -> ResponseReturnValue:
+    session, settings, maintainer = get_session(), get_settings(), _me()
+    country = _country()
+    models = stock.key_models(session=session)
+    form_class = shipping_form_for(
+        RedemptionForm, country=country, models=models, allowance=settings.keys_per_maintainer
+    )
+    form = cast(
+        RedemptionForm,
+        form_class(
+            country=country,
+            code=request.args.get("code", ""),
+            idempotency_key=secrets.token_urlsafe(24),
+            recipient_name=maintainer.display_name,
+        ),
+    )
+    status = 200
+    if form.validate_on_submit():
+        try:
+            shipment = claims.redeem_claim(
+                session=session,
+                mailer=get_mailer(),
+                settings=settings,
+                actor=actor_for(current_user),
+                maintainer=maintainer,
+                code=form.code.data,
+                items=form.quantities(),
+                recipient=_recipient(form, settings.countries),
+                idempotency_key=form.idempotency_key.data or secrets.token_urlsafe(24),
+            )
+        except InvalidAddress as problem:
+            form.explain_address_errors(problem.errors)
+            status = problem.status_code
+        except _CODE_PROBLEMS as problem:
+            form.code.errors = [problem.message]
+            status = problem.status_code
+        except (InvalidChoice, NoKeysLeft) as problem:
+            form.form_errors.append(problem.message)
+            status = problem.status_code
+        else:
+            flash(
+                f"Thank you: your keys will go to {shipment.address_lines[0]}. We emailed you "
+                "a confirmation.",
+                "success",
+            )
+            return redirect(url_for("distribution.my_claim"))
+    elif request.method == "POST":
+        status = 400
+    figures = stock.stock_figures(session=session)
+    return render_template(
+        "distribution/redeem.html",
+        form=form,
+        country=country,
+        countries=served_choices(settings.countries),
+        models=models,
+        available={m.sku: figures.available_of(m.sku) for m in models},
+        allowance=settings.keys_per_maintainer,
+    ), status
+
+
+@bp.route("/claim/<int:claim_id>/address", methods=["GET", "POST"])
+@maintainer_required
+def change_address(claim_id: int) -> ResponseReturnValue:
+    session, settings, maintainer = get_session(), get_settings(), _me()
+    claim = claims.get_claim(session=session, maintainer=maintainer, claim_id=claim_id)
+    shipment = claims.shipment_of(session=session, claim=claim)
+    country = (
+        _country()
+        if "country" in request.values
+        else (shipment.country if shipment else _country())
+    )
+    form_class = shipping_form_for(ShippingForm, country=country)
+    current = {
+        f"address_{k}": v
+        for k, v in (shipment.address if shipment else {}).items()
+        if shipment and country == shipment.country
+    }
+    form = form_class(
+        country=country,
+        phone=shipment.phone if shipment else "",
+        recipient_name=shipment.recipient_name if shipment else maintainer.display_name,
+        recipient_name_local=shipment.recipient_name_local if shipment else "",
+        **current,
+    )
+    status = 200
+    if form.validate_on_submit():
+        try:
+            claims.change_address(
+                session=session,
+                actor=actor_for(current_user),
+                maintainer=maintainer,
+                claim_id=claim.id or 0,
+                recipient=_recipient(form, settings.countries),
+            )
+        except InvalidAddress as problem:
+            form.explain_address_errors(problem.errors)
+            status = problem.status_code
+        except ClaimLocked as problem:
+            form.form_errors.append(problem.message)
+            status = problem.status_code
+        else:
+            flash("The new address is saved.", "success")
+            return redirect(url_for("distribution.my_claim"))
+    elif request.method == "POST":
+        status = 400
+    return render_template(
+        "distribution/address.html",
+        form=form,
+        claim=claim,
+        country=country,
+        countries=served_choices(settings.countries),
+    ), status
+
+
+@bp.post("/claim/<int:claim_id>/cancel")
+@maintainer_required
+def cancel(claim_id: int) -> ResponseReturnValue:
+    if ConfirmForm().validate_on_submit():
+        claims.cancel_claim(
+            session=get_session(),
+            mailer=get_mailer(),
+            settings=get_settings(),
+            actor=actor_for(current_user),
+            maintainer=_me(),
+            claim_id=claim_id,
+        )
+        flash("Your claim is cancelled and the keys went back to the programme.", "info")
+    return redirect(url_for("distribution.my_claim"))
+
+
+def _recipient(form: ShippingForm, served: tuple[str, ...]) -> claims.Recipient:
+    """The validated address, phone and names; InvalidAddress carries every field's error."""
+    errors: dict[str, str] = {}
+
+    def checked(check: Callable[[], T]) -> T | None:
+        try:
+            return check()
+        except InvalidAddress as problem:
+            errors.update(problem.errors)
+            return None
+
+    name = checked(lambda: recipient_name_latin(form.recipient_name.data))
+    phone = checked(lambda: normalize_phone(form.phone.data, country=form.country.data))
+    address = checked(lambda: validate_address(form.address(), served=served))
+    if errors or name is None or phone is None or address is None:
+        raise InvalidAddress("Please check the address.", errors=errors)
+    return claims.Recipient(address, phone, name, form.recipient_name_local.data or "")
+
+
+# --- staff ------------------------------------------------------------------------------------
+
+
+@bp.get("/staff/stock")
+@staff_required(StaffRole.PROGRAMME, StaffRole.VIEWER)
+def stock_desk() -> ResponseReturnValue:
+    return _render_stock(ReceiveStockForm(), AdjustStockForm())
+
+
+@bp.post("/staff/stock/receive")
+@staff_required(StaffRole.PROGRAMME)
+def receive_stock() -> ResponseReturnValue:
+    form = ReceiveStockForm()
+    with_models(form, stock.key_models(session=get_session()))
+    if form.validate_on_submit():
+        try:
+            stock.receive_stock(
+                session=get_session(),
+                actor=actor_for(current_user),
+                sku=form.sku.data,
+                quantity=form.quantity.data,
+                reference=form.reference.data,
+            )
+        except InvalidMovement as problem:
+            form.reference.errors = [problem.message]
+        else:
+            flash(f"Received {form.quantity.data:,} × {form.sku.data}.", "success")
+            return redirect(url_for("distribution.stock_desk"))
+    return _render_stock(form, AdjustStockForm()), 400
+
+
+@bp.post("/staff/stock/adjust")
+@staff_required(StaffRole.PROGRAMME)
+def adjust_stock() -> ResponseReturnValue:
+    form = AdjustStockForm()
+    with_models(form, stock.key_models(session=get_session()))
+    if form.validate_on_submit():
+        try:
+            stock.adjust_stock(
+                session=get_session(),
+                actor=actor_for(current_user),
+                sku=form.sku.data,
+                quantity=form.quantity.data,
+                reason=form.reason.data,
+            )
+        except InvalidMovement as problem:
+            form.quantity.errors = [problem.message]
+        else:
+            flash(f"Adjusted {form.sku.data} by {form.quantity.data:+,}.", "success")
+            return redirect(url_for("distribution.stock_desk"))
+    return _render_stock(ReceiveStockForm(), form), 400
+
+
+def _render_stock(receive: ReceiveStockForm, adjust: AdjustStockForm) -> str:
+    session = get_session()
+    models = stock.key_models(session=session)
+    with_models(receive, models)
+    with_models(adjust, models)
+    return render_template(
+        "distribution/stock.html",
+        figures=stock.stock_figures(session=session),
+        movements=stock.recent_movements(session=session),
+        receive_form=receive,
+        adjust_form=adjust,
+    )
