@@ -394,7 +394,12 @@ def offer_freed_keys(*, session: Session, mailer: Mailer, settings: Settings) ->
     ).all()
     for entry in waiting:
         maintainer = session.get(Maintainer, entry.maintainer_id)
-        if maintainer is None or active_claim(session=session, maintainer=maintainer):
+        assert maintainer is not None  # a foreign key guarantees it
+        decision = decide(
+            session=session, settings=settings, maintainer=maintainer, country=maintainer.country
+        )
+        if any(r.code is not ReasonCode.NO_KEYS_LEFT for r in decision.reasons):
+            # No longer eligible (or served already): their turn passes.
             entry.offered_at = utcnow()
             continue
         try:

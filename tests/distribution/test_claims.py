@@ -308,3 +308,27 @@ def test_the_address_can_change_until_the_label_is_printed(session, settings, ma
             claim_id=claim.id,
             recipient=claims.Recipient(tokyo, "+81312345678", "Ada Demo"),
         )
+
+
+def test_a_waiting_maintainer_who_is_no_longer_eligible_is_skipped(
+    session, settings, mailer, programme
+):
+    holders = [eligible(session) for _ in range(4)]
+    issued = [issue(session, mailer, settings, m) for m in holders]
+    moved_away, next_in_line = eligible(session), eligible(session)
+    issue(session, mailer, settings, moved_away)
+    issue(session, mailer, settings, next_in_line)
+    moved_away.country = "BR"
+    session.flush()
+
+    claims.cancel_claim(
+        session=session,
+        mailer=mailer,
+        settings=settings,
+        actor=ACTOR,
+        maintainer=holders[0],
+        claim_id=issued[0].claim.id,
+    )
+
+    assert claims.active_claim(session=session, maintainer=moved_away) is None
+    assert claims.active_claim(session=session, maintainer=next_in_line) is not None

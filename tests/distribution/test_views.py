@@ -1,0 +1,172 @@
+"""Claim pages and the stock desk through the test client."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+from sqlmodel import select
+
+from accounts.models import StaffRole
+from db import Actor
+from distribution import stock
+from distribution.models import Claim, Shipment
+from eligibility.critical import import_download_statistics
+from eligibility.models import ProjectRoleKind
+from eligibility.services import ensure_project, grant_project_role
+from tests.factories import csrf_token, make_maintainer, make_staff, sign_in_as
+
+ACTOR = Actor.system("test")
+A, C = "TITAN-USB-A-NFC", "TITAN-USB-C-NFC"
+BERLIN = {
+    "address_street_address": "Unter den Linden 1",
+    "address_postal_code": "10117",
+    "address_city": "Berlin",
+    "recipient_name": "Ada Demo",
+    "phone": "030 1234567",
+}
+
+
+def text(response):
+    return response.get_data(as_text=True)
+
+
+@pytest.fixture
+def maintainer(session):
+    project = ensure_project(session=session, name="famous")
+    import_download_statistics(
+        session=session,
+        actor=ACTOR,
+        source_name="s.csv",
+        percent=50,
+        sticky=True,
+        stream=io.BytesIO(b"project,downloads\nfamous,9\nx,1\n"),
+    )
+    stock.receive_stock(session=session, actor=ACTOR, sku=A, quantity=3, reference="V")
+    stock.receive_stock(session=session, actor=ACTOR, sku=C, quantity=3, reference="V")
+    person = make_maintainer(session, country="DE", display_name="Ada Demo")
+    grant_project_role(
+        session=session, actor=ACTOR, maintainer=person, project=project, role=ProjectRoleKind.OWNER
+    )
+    return person
+
+
+def get_code(client):
+    page = client.post("/claim/code", data={"csrf_token": csrf_token(client, "/claim")})
+    assert page.status_code == 200
+    return re.search(r'data-testid="claim-code"[^>]*>\s*([0-9A-Z-]+)', text(page)).group(1)
+
+
+def redeem(client, code, country="DE", **fields):
+    path = f"/claim/redeem?country={country}&code={code}"
+    form = {
+        "code": code,
+        "country": country,
+        f"quantity_{A}": "1",
+        f"quantity_{C}": "1",
+        "csrf_token": csrf_token(client, path),
+        "idempotency_key": "k-" + code[:8],
+        **BERLIN,
+        **fields,
+    }
+    return client.post(f"/claim/redeem?country={country}", data=form)
+
+
+def test_a_maintainer_gets_a_code_and_redeems_it(client, session, maintainer, mailbox):
+    sign_in_as(client, maintainer)
+    assert "Get my claim code" in text(client.get("/claim"))
+    code = get_code(client)
+    assert code in mailbox.to(maintainer.email)[-1].get_content()
+
+    done = redeem(client, code)
+    assert done.status_code == 302
+    claim = session.exec(select(Claim)).one()
+    assert claim.status == "redeemed"
+    shipment = session.exec(select(Shipment)).one()
+    assert shipment.address_lines[-1] == "GERMANY" and shipment.phone == "+49301234567"
+    page = text(client.get("/claim"))
+    assert "Unter den Linden 1" in page and "Address received" in page
+
+
+def test_a_double_submit_makes_one_shipment(client, session, maintainer, mailbox):
+    sign_in_as(client, maintainer)
+    code = get_code(client)
+    assert redeem(client, code).status_code == 302
+    assert redeem(client, code).status_code == 302  # same idempotency key: the same result
+    assert len(session.exec(select(Shipment)).all()) == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"address_street_address": ""}, "Enter the street address."),
+        ({"address_postal_code": "1011"}, "Check the postal code"),
+        ({"phone": "123"}, "Check the phone"),
+        ({"recipient_name": "山田太郎"}, "Latin"),
+    ],
+)
+def test_bad_addresses_are_explained_beside_the_field(
+    client, session, maintainer, mailbox, fields, message
+):
+    sign_in_as(client, maintainer)
+    code = get_code(client)
+    response = redeem(client, code, **fields)
+    assert response.status_code in (400, 422)
+    assert message.lower() in text(response).lower()
+    assert session.exec(select(Claim)).one().status == "issued"
+
+
+def test_wrong_codes_get_their_own_messages(client, session, maintainer, mailbox):
+    sign_in_as(client, maintainer)
+    code = get_code(client)
+    typo = code[:-1] + ("0" if code[-1] != "0" else "1")
+    response = redeem(client, typo)
+    assert response.status_code == 400 and "mistyped" in text(response)
+    response = redeem(client, "0000-0000-0000-0000-0")
+    assert response.status_code == 404 and "not one we gave you" in text(response)
+
+
+def test_code_entry_is_rate_limited(client, session, maintainer, mailbox):
+    sign_in_as(client, maintainer)
+    statuses = [redeem(client, "0000-0000-0000-0000-0").status_code for _ in range(11)]
+    assert statuses[:10] == [404] * 10 and statuses[10] == 429
+
+
+def test_a_maintainer_can_cancel_and_the_keys_return(client, session, maintainer, mailbox):
+    sign_in_as(client, maintainer)
+    get_code(client)
+    claim = session.exec(select(Claim)).one()
+    client.post(f"/claim/{claim.id}/cancel", data={"csrf_token": csrf_token(client, "/claim")})
+    session.refresh(claim)
+    assert claim.status == "cancelled"
+    assert stock.stock_figures(session=session).available == 6
+
+
+def test_another_maintainers_claim_is_not_found(client, session, maintainer, mailbox):
+    sign_in_as(client, maintainer)
+    get_code(client)
+    claim = session.exec(select(Claim)).one()
+    sign_in_as(client, make_maintainer(session))
+    token = csrf_token(client, "/claim")
+    assert client.post(f"/claim/{claim.id}/cancel", data={"csrf_token": token}).status_code == 404
+    assert client.get(f"/claim/{claim.id}/address").status_code == 404
+    session.refresh(claim)
+    assert claim.status == "issued"
+
+
+def test_programme_staff_receive_and_adjust_stock(client, session):
+    sign_in_as(client, make_staff(session, roles=[StaffRole.PROGRAMME]))
+    token = csrf_token(client, "/staff/stock")
+    received = client.post(
+        "/staff/stock/receive",
+        data={"sku": A, "quantity": "50", "reference": "DN-900", "csrf_token": token},
+    )
+    assert received.status_code == 302
+    no_reason = client.post(
+        "/staff/stock/adjust", data={"sku": A, "quantity": "-2", "reason": "", "csrf_token": token}
+    )
+    assert no_reason.status_code == 400 and "Say why the count changes." in text(no_reason)
+    page = text(client.get("/staff/stock"))
+    assert "DN-900" in page and "reconcile" in page
+    assert stock.stock_figures(session=session).on_hand == 50
