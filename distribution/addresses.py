@@ -247,7 +247,8 @@ def validate_address(raw: Mapping[str, str], *, served: tuple[str, ...]) -> Ship
             latin=not (name == "country_area" and rules.area_choices),
         )
         if value is not None and name == "postal_code":
-            value = _layout_postcode(value, rules)
+            # "〒100-0005" is how Japanese postcodes are written; the mark is not the code.
+            value = _layout_postcode(value.removeprefix("〒").strip(), rules)
         if value is None or len(value) > _MAX_LENGTHS[name]:
             errors[name] = INVALID
         elif not value:

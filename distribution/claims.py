@@ -491,14 +491,9 @@ _TIMELINE = (
     (ClaimStatus.DELIVERED, "Delivered"),
     (ClaimStatus.ACTIVATED, "Keys registered"),
 )
-NEXT_STEPS = {
-    ClaimStatus.ISSUED: "Redeem your code: choose your keys and give a shipping address.",
-    ClaimStatus.REDEEMED: "We are preparing your parcel. You can still change the address "
-    "until the label is printed.",
-    ClaimStatus.LABEL_PRINTED: "Your parcel is being packed and leaves soon.",
-    ClaimStatus.SHIPPED: "Your parcel is on its way.",
-    ClaimStatus.DELIVERED: "Register both keys with us and add them to your PyPI account.",
-    ClaimStatus.ACTIVATED: "All done: your account is protected by two security keys.",
+_TIMELINE_STAND_IN = {
+    ClaimStatus.RETURNED: ClaimStatus.SHIPPED,
+    ClaimStatus.LOST: ClaimStatus.SHIPPED,
 }
 
 
@@ -515,13 +510,14 @@ def timeline(*, session: Session, claim: Claim) -> list[TimelineStep]:
     ).all()
     seen = {event.action.removeprefix("claim."): event.occurred_at for event in events}
     order = [status for status, _label in _TIMELINE]
-    reached = order.index(ClaimStatus(claim.status)) if claim.status in order else -1
-    finished = reached == len(order) - 1
+    # A returned or lost parcel had been shipped; its exception is told beside the timeline.
+    status = _TIMELINE_STAND_IN.get(ClaimStatus(claim.status), ClaimStatus(claim.status))
+    reached = order.index(status) if status in order else -1
 
     def state(index: int) -> str:
-        if index < reached or (index == reached and finished):
+        if index <= reached:
             return "done"
-        return "current" if index == reached else "upcoming"
+        return "current" if index == reached + 1 else "upcoming"
 
     return [
         TimelineStep(label, seen.get(status.value), state(index))

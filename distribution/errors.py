@@ -22,7 +22,7 @@ class NoKeysLeft(DistributionError):
 
 
 class NotEligible(DistributionError):
-    status_code = 403
+    status_code = 409
     title = "Not eligible"
 
 

@@ -52,13 +52,20 @@ class ShippingForm(FlaskForm):
         }
         return {**values, "country_code": self.country.data, "name": self.recipient_name.data}
 
-    def explain_address_errors(self, errors: Mapping[str, str]) -> None:
-        """Put the address library's errors next to the fields they are about."""
+    def explain_address_errors(
+        self, errors: Mapping[str, str], messages: Mapping[str, str] | None = None
+    ) -> None:
+        """Put each problem beside its field, once: a field that already shows an error keeps
+        it. ``messages`` holds the checks' own wording where it is clearer than the codes'."""
         for name, code in errors.items():
-            field = self._field_for(name)
-            label = field.label.text.lower() if field is not None else name.replace("_", " ")
-            message = _ADDRESS_MESSAGES.get(code, "Check this field.").format(label=label)
-            (field or self.recipient_name).errors = [*getattr(field, "errors", ()), message]
+            field = self._field_for(name) or self.recipient_name
+            if field.errors:
+                continue
+            label = field.label.text.lower()
+            message = (messages or {}).get(name) or _ADDRESS_MESSAGES.get(
+                code, "Check this field."
+            ).format(label=label)
+            field.errors = [message]
 
     def _field_for(self, name: str) -> Field | None:
         if name in ("name", "name_latin"):

@@ -39,7 +39,7 @@ from distribution.forms import (
     shipping_form_for,
     with_models,
 )
-from eligibility.countries import served_choices
+from eligibility.countries import country_name, served_choices
 from eligibility.decisions import decide
 from mail import get_mailer
 from security import limiter, maintainer_required, staff_required
@@ -90,6 +90,7 @@ def my_claim() -> ResponseReturnValue:
         ),
         waiting=claims.waitlist_position(session=session, maintainer=maintainer),
         form=ConfirmForm(),
+        model_names={model.sku: model.name for model in stock.key_models(session=session)},
     )
 
 
@@ -139,7 +140,13 @@ def redeem() -> ResponseReturnValue:
         ),
     )
     status = 200
-    if form.validate_on_submit():
+    recipient = None
+    if request.method == "POST":
+        # Both checks run, so every problem shows at once rather than in rounds.
+        valid = form.validate_on_submit()
+        recipient = _recipient(form, settings.countries)
+        status = 200 if valid and recipient else 400
+    if recipient is not None and status == 200:
         try:
             shipment = claims.redeem_claim(
                 session=session,
@@ -149,12 +156,9 @@ def redeem() -> ResponseReturnValue:
                 maintainer=maintainer,
                 code=form.code.data,
                 items=form.quantities(),
-                recipient=_recipient(form, settings.countries),
+                recipient=recipient,
                 idempotency_key=form.idempotency_key.data or secrets.token_urlsafe(24),
             )
-        except InvalidAddress as problem:
-            form.explain_address_errors(problem.errors)
-            status = problem.status_code
         except _CODE_PROBLEMS as problem:
             form.code.errors = [problem.message]
             status = problem.status_code
@@ -163,13 +167,11 @@ def redeem() -> ResponseReturnValue:
             status = problem.status_code
         else:
             flash(
-                f"Thank you: your keys will go to {shipment.address_lines[0]}. We emailed you "
-                "a confirmation.",
+                f"Thank you: your keys will be shipped to {country_name(shipment.country)}. "
+                "We emailed you a confirmation.",
                 "success",
             )
             return redirect(url_for("distribution.my_claim"))
-    elif request.method == "POST":
-        status = 400
     figures = stock.stock_figures(session=session)
     return render_template(
         "distribution/redeem.html",
@@ -207,26 +209,26 @@ def change_address(claim_id: int) -> ResponseReturnValue:
         **current,
     )
     status = 200
-    if form.validate_on_submit():
+    recipient = None
+    if request.method == "POST":
+        valid = form.validate_on_submit()
+        recipient = _recipient(form, settings.countries)
+        status = 200 if valid and recipient else 400
+    if recipient is not None and status == 200:
         try:
             claims.change_address(
                 session=session,
                 actor=actor_for(current_user),
                 maintainer=maintainer,
                 claim_id=claim.id or 0,
-                recipient=_recipient(form, settings.countries),
+                recipient=recipient,
             )
-        except InvalidAddress as problem:
-            form.explain_address_errors(problem.errors)
-            status = problem.status_code
         except ClaimLocked as problem:
             form.form_errors.append(problem.message)
             status = problem.status_code
         else:
             flash("The new address is saved.", "success")
             return redirect(url_for("distribution.my_claim"))
-    elif request.method == "POST":
-        status = 400
     return render_template(
         "distribution/address.html",
         form=form,
@@ -252,22 +254,29 @@ def cancel(claim_id: int) -> ResponseReturnValue:
     return redirect(url_for("distribution.my_claim"))
 
 
-def _recipient(form: ShippingForm, served: tuple[str, ...]) -> claims.Recipient:
-    """The validated address, phone and names; InvalidAddress carries every field's error."""
+def _recipient(form: ShippingForm, served: tuple[str, ...]) -> claims.Recipient | None:
+    """The validated address, phone and names, or None with every problem shown beside its
+    field (including those the form's own checks found first)."""
     errors: dict[str, str] = {}
+    messages: dict[str, str] = {}
 
     def checked(check: Callable[[], T]) -> T | None:
         try:
             return check()
         except InvalidAddress as problem:
             errors.update(problem.errors)
+            # A name or phone check explains itself better than a generic line would.
+            messages.update(
+                {key: problem.message for key in problem.errors if key in ("name_latin", "phone")}
+            )
             return None
 
-    name = checked(lambda: recipient_name_latin(form.recipient_name.data))
-    phone = checked(lambda: normalize_phone(form.phone.data, country=form.country.data))
+    name = checked(lambda: recipient_name_latin(form.recipient_name.data or ""))
+    phone = checked(lambda: normalize_phone(form.phone.data or "", country=form.country.data))
     address = checked(lambda: validate_address(form.address(), served=served))
-    if errors or name is None or phone is None or address is None:
-        raise InvalidAddress("Please check the address.", errors=errors)
+    form.explain_address_errors(errors, messages)
+    if name is None or phone is None or address is None:
+        return None
     return claims.Recipient(address, phone, name, form.recipient_name_local.data or "")
 
 
@@ -299,7 +308,7 @@ def receive_stock() -> ResponseReturnValue:
         else:
             flash(f"Received {form.quantity.data:,} × {form.sku.data}.", "success")
             return redirect(url_for("distribution.stock_desk"))
-    return _render_stock(form, AdjustStockForm()), 400
+    return _render_stock(form, AdjustStockForm(formdata=None)), 400
 
 
 @bp.post("/staff/stock/adjust")
@@ -321,7 +330,7 @@ def adjust_stock() -> ResponseReturnValue:
         else:
             flash(f"Adjusted {form.sku.data} by {form.quantity.data:+,}.", "success")
             return redirect(url_for("distribution.stock_desk"))
-    return _render_stock(ReceiveStockForm(), form), 400
+    return _render_stock(ReceiveStockForm(formdata=None), form), 400
 
 
 def _render_stock(receive: ReceiveStockForm, adjust: AdjustStockForm) -> str:

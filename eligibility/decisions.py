@@ -152,8 +152,9 @@ def decide(
             Reason(
                 ReasonCode.NO_KEYS_LEFT,
                 (
-                    f"All {settings.keys_per_maintainer}-key allowances have been given out. "
-                    f"{_ALTERNATIVES}"
+                    "Every key is given out or promised right now. Ask for a code anyway to "
+                    "join the waiting list: keys from expired or cancelled claims are offered "
+                    f"in turn. {_ALTERNATIVES}"
                 ),
             )
         )

@@ -102,7 +102,7 @@ def test_a_double_submit_makes_one_shipment(client, session, maintainer, mailbox
     [
         ({"address_street_address": ""}, "Enter the street address."),
         ({"address_postal_code": "1011"}, "Check the postal code"),
-        ({"phone": "123"}, "Check the phone"),
+        ({"phone": "123"}, "not a phone number the carrier can call"),
         ({"recipient_name": "山田太郎"}, "Latin"),
     ],
 )
