@@ -7,7 +7,6 @@ critical list and stock batches, and asserts only on what it did itself.
 
 from __future__ import annotations
 
-import io
 import re
 import time
 from email.message import EmailMessage
@@ -18,15 +17,11 @@ from sqlmodel import select
 
 from accounts.models import StaffRole
 from accounts.services import find_maintainer_by_username
-from db import Actor, get_database
+from db import get_database
 from distribution.models import Claim, ClaimItem, Shipment
-from distribution.stock import receive_stock
-from eligibility.critical import import_download_statistics
-from eligibility.models import ProjectRoleKind
-from eligibility.services import ensure_project, grant_project_role
 from tests.e2e.conftest import LiveServer
-from tests.e2e.test_eligibility import PERCENT, sign_in_by_link, statistics_file
-from tests.factories import STAFF_PASSWORD, make_maintainer, make_staff
+from tests.e2e.journeys import set_up_maintainer, sign_in_by_link
+from tests.factories import STAFF_PASSWORD, make_staff
 
 pytestmark = pytest.mark.e2e
 
@@ -36,40 +31,15 @@ CODE = re.compile(r"[0-9A-Z]{4}(?:-[0-9A-Z]{4}){3}-[0-9A-Z]")
 
 
 def set_up_claimant(live_server: LiveServer, *, username: str, country: str) -> None:
-    """An eligible maintainer: Owner of a project that their own statistics import ranks 5th,
-    with a few keys of each model received for them under references of their own."""
-    project = f"{username}-core"
-    with get_database(live_server.app).transaction() as session:
-        maintainer = make_maintainer(
-            session,
-            username=username,
-            email=f"{username}@example.org",
-            country=country,
-            display_name=username.replace("-", " ").title(),
-        )
-        grant_project_role(
-            session=session,
-            actor=Actor.system("test"),
-            project=ensure_project(session=session, name=project),
-            maintainer=maintainer,
-            role=ProjectRoleKind.OWNER,
-        )
-        import_download_statistics(
-            session=session,
-            actor=Actor.system("test"),
-            stream=io.BytesIO(statistics_file(username, {project: 5})),
-            source_name=f"{username}.csv",
-            percent=PERCENT,
-            sticky=True,
-        )
-        for sku in (USB_A, USB_C):
-            receive_stock(
-                session=session,
-                actor=Actor.system("test"),
-                sku=sku,
-                quantity=4,
-                reference=f"E2E-{username}-{sku}",
-            )
+    """An eligible maintainer (their project ranked 5th) and 4 keys of each model for them."""
+    set_up_maintainer(
+        live_server,
+        username=username,
+        country=country,
+        project=f"{username}-core",
+        rank=5,
+        stock={USB_A: 4, USB_C: 4},
+    )
 
 
 def mail_to(live_server: LiveServer, address: str, subject: str) -> EmailMessage:
