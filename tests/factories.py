@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from flask.testing import FlaskClient
 from sqlmodel import Session
@@ -12,6 +14,10 @@ from sqlmodel import Session
 from accounts import services
 from accounts.models import Maintainer, Staff, StaffRole
 from db import Actor
+from distribution.stock import receive_stock
+from eligibility.critical import ImportSummary, import_download_statistics
+from eligibility.models import ProjectRoleKind
+from eligibility.services import ensure_project, grant_project_role
 
 STAFF_PASSWORD = "correct horse battery staple"
 _numbers = itertools.count(1)
@@ -73,3 +79,60 @@ def csrf_token(client: FlaskClient, path: str) -> str:
     match = _CSRF.search(page)
     assert match, f"no CSRF token on {path}"
     return match.group(1)
+
+
+# --- programme data ---------------------------------------------------------------------------
+
+ACTOR = Actor.system("test")
+USB_A, USB_C = "TITAN-USB-A-NFC", "TITAN-USB-C-NFC"
+
+
+def import_statistics(
+    session: Session,
+    text: str,
+    *,
+    percent: float = 50.0,
+    sticky: bool = True,
+    total: int | None = None,
+    name: str = "stats.csv",
+) -> ImportSummary:
+    """Import a statistics file given as text, as `eligibility import-downloads` would."""
+    return import_download_statistics(
+        session=session,
+        actor=ACTOR,
+        stream=io.BytesIO(text.encode()),
+        source_name=name,
+        percent=percent,
+        sticky=sticky,
+        total_projects=total,
+    )
+
+
+def give_role(
+    session: Session,
+    maintainer: Maintainer,
+    project: str,
+    role: ProjectRoleKind = ProjectRoleKind.OWNER,
+    organisation: str | None = None,
+) -> None:
+    grant_project_role(
+        session=session,
+        actor=ACTOR,
+        maintainer=maintainer,
+        project=ensure_project(session=session, name=project),
+        role=role,
+        organisation=organisation,
+    )
+
+
+def make_owner(session: Session, project: str, **details: Any) -> Maintainer:
+    """A maintainer who owns ``project`` (create the project before importing statistics, so
+    the import records its rank)."""
+    maintainer = make_maintainer(session, **details)
+    give_role(session, maintainer, project)
+    return maintainer
+
+
+def receive_keys(session: Session, quantities: dict[str, int], reference: str = "TEST") -> None:
+    for sku, quantity in quantities.items():
+        receive_stock(session=session, actor=ACTOR, sku=sku, quantity=quantity, reference=reference)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import io
 from datetime import timedelta
 
 import pytest
 from sqlmodel import select
 
 from accounts.services import actor_for
-from db import Actor
 from distribution import claims, codes, stock
 from distribution.addresses import validate_address
 from distribution.errors import (
@@ -24,14 +22,19 @@ from distribution.errors import (
     NotEligible,
 )
 from distribution.models import Claim, ClaimStatus, Shipment, WaitlistEntry
-from eligibility.critical import import_download_statistics
-from eligibility.models import ProjectRoleKind
-from eligibility.services import ensure_project, grant_project_role
+from eligibility.services import ensure_project
 from mail import OutboxMailer, OutboxMessage
-from tests.factories import make_maintainer
+from tests.factories import (
+    ACTOR,
+    USB_A,
+    USB_C,
+    import_statistics,
+    make_maintainer,
+    make_owner,
+    receive_keys,
+)
 
-ACTOR = Actor.system("test")
-A, C = "TITAN-USB-A-NFC", "TITAN-USB-C-NFC"
+A, C = USB_A, USB_C
 BERLIN = {
     "country_code": "DE",
     "city": "Berlin",
@@ -50,28 +53,12 @@ def mailer():
 def programme(session):
     """Statistics in which the project "famous" is critical, and 4 keys of each model."""
     ensure_project(session=session, name="famous")
-    import_download_statistics(
-        session=session,
-        actor=ACTOR,
-        source_name="s.csv",
-        percent=50,
-        sticky=True,
-        stream=io.BytesIO(b"project,downloads\nfamous,9\nx,1\n"),
-    )
-    for sku in (A, C):
-        stock.receive_stock(session=session, actor=ACTOR, sku=sku, quantity=4, reference="B1")
+    import_statistics(session, "project,downloads\nfamous,9\nx,1\n")
+    receive_keys(session, {A: 4, C: 4}, "B1")
 
 
 def eligible(session, **details):
-    maintainer = make_maintainer(session, country=details.pop("country", "DE"), **details)
-    grant_project_role(
-        session=session,
-        actor=ACTOR,
-        maintainer=maintainer,
-        project=ensure_project(session=session, name="famous"),
-        role=ProjectRoleKind.OWNER,
-    )
-    return maintainer
+    return make_owner(session, "famous", country=details.pop("country", "DE"), **details)
 
 
 def issue(session, mailer, settings, maintainer):

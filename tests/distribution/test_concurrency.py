@@ -7,7 +7,6 @@ hold two claims.
 
 from __future__ import annotations
 
-import io
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -17,19 +16,16 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from accounts.services import actor_for
-from db import Actor, create_db_engine
+from db import create_db_engine
 from distribution import claims, stock
 from distribution.addresses import validate_address
 from distribution.models import Claim, Shipment
-from eligibility.critical import import_download_statistics
-from eligibility.models import ProjectRoleKind
-from eligibility.services import ensure_project, grant_project_role
+from eligibility.services import ensure_project
 from errors import DomainError
 from mail import OutboxMailer
-from tests.factories import make_maintainer
+from tests.factories import USB_A, USB_C, import_statistics, make_owner, receive_keys
 
-ACTOR = Actor.system("test")
-A, C = "TITAN-USB-A-NFC", "TITAN-USB-C-NFC"
+A, C = USB_A, USB_C
 LYON = {
     "country_code": "FR",
     "city": "Lyon",
@@ -44,26 +40,11 @@ def race_engine(databases) -> Iterator[sa.Engine]:
     """A fresh committed database with 10 keys (4 USB-A, 6 USB-C) and 16 eligible people."""
     engine = create_db_engine(databases.create("race"))
     with Session(engine) as session:
-        project = ensure_project(session=session, name="raced-project")
-        import_download_statistics(
-            session=session,
-            actor=ACTOR,
-            source_name="s.csv",
-            percent=50,
-            sticky=True,
-            stream=io.BytesIO(b"project,downloads\nraced-project,9\nother,1\n"),
-        )
+        ensure_project(session=session, name="raced-project")
+        import_statistics(session, "project,downloads\nraced-project,9\nother,1\n")
         for number in range(16):
-            maintainer = make_maintainer(session, username=f"racer-{number}", country="FR")
-            grant_project_role(
-                session=session,
-                actor=ACTOR,
-                maintainer=maintainer,
-                project=project,
-                role=ProjectRoleKind.OWNER,
-            )
-        stock.receive_stock(session=session, actor=ACTOR, sku=A, quantity=4, reference="R")
-        stock.receive_stock(session=session, actor=ACTOR, sku=C, quantity=6, reference="R")
+            make_owner(session, "raced-project", username=f"racer-{number}", country="FR")
+        receive_keys(session, {A: 4, C: 6}, "R")
         session.commit()
     yield engine
     engine.dispose()

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-import io
 import re
 
 import pytest
 from sqlmodel import select
 
 from accounts.models import StaffRole
-from db import Actor
 from distribution import stock
 from distribution.models import Claim, Shipment
-from eligibility.critical import import_download_statistics
-from eligibility.models import ProjectRoleKind
-from eligibility.services import ensure_project, grant_project_role
-from tests.factories import csrf_token, make_maintainer, make_staff, sign_in_as
+from eligibility.services import ensure_project
+from tests.factories import (
+    USB_A,
+    USB_C,
+    csrf_token,
+    import_statistics,
+    make_maintainer,
+    make_owner,
+    make_staff,
+    receive_keys,
+    sign_in_as,
+)
 
-ACTOR = Actor.system("test")
-A, C = "TITAN-USB-A-NFC", "TITAN-USB-C-NFC"
+A, C = USB_A, USB_C
 BERLIN = {
     "address_street_address": "Unter den Linden 1",
     "address_postal_code": "10117",
@@ -34,22 +39,11 @@ def text(response):
 
 @pytest.fixture
 def maintainer(session):
-    project = ensure_project(session=session, name="famous")
-    import_download_statistics(
-        session=session,
-        actor=ACTOR,
-        source_name="s.csv",
-        percent=50,
-        sticky=True,
-        stream=io.BytesIO(b"project,downloads\nfamous,9\nx,1\n"),
-    )
-    stock.receive_stock(session=session, actor=ACTOR, sku=A, quantity=3, reference="V")
-    stock.receive_stock(session=session, actor=ACTOR, sku=C, quantity=3, reference="V")
-    person = make_maintainer(session, country="DE", display_name="Ada Demo")
-    grant_project_role(
-        session=session, actor=ACTOR, maintainer=person, project=project, role=ProjectRoleKind.OWNER
-    )
-    return person
+    """Ada, who owns the critical project "famous"; 3 keys of each model in stock."""
+    ensure_project(session=session, name="famous")
+    import_statistics(session, "project,downloads\nfamous,9\nx,1\n")
+    receive_keys(session, {A: 3, C: 3}, "V")
+    return make_owner(session, "famous", country="DE", display_name="Ada Demo")
 
 
 def get_code(client):

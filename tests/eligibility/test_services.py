@@ -16,23 +16,10 @@ from eligibility import appeals, critical, notify, roles
 from eligibility.decisions import ReasonCode, decide
 from eligibility.errors import AppealClosed, AppealNotAllowed, ImportRejected
 from eligibility.models import CriticalEntry, EligibilityNotice, ProjectRole, ProjectRoleKind
-from eligibility.services import ensure_project, grant_project_role
 from mail import SMTPMailer
-from tests.factories import make_maintainer, make_staff
+from tests.factories import give_role, import_statistics, make_maintainer, make_staff
 
 ACTOR = Actor.system("test")
-
-
-def import_stats(session, text, *, percent=50.0, sticky=True, total=None, name="stats.csv"):
-    return critical.import_download_statistics(
-        session=session,
-        actor=ACTOR,
-        stream=io.BytesIO(text.encode()),
-        source_name=name,
-        percent=percent,
-        sticky=sticky,
-        total_projects=total,
-    )
 
 
 def members(session, summary):
@@ -45,22 +32,11 @@ def members(session, summary):
     )
 
 
-def give_role(session, maintainer, project, role=ProjectRoleKind.OWNER, organisation=None):
-    grant_project_role(
-        session=session,
-        actor=ACTOR,
-        maintainer=maintainer,
-        project=ensure_project(session=session, name=project),
-        role=role,
-        organisation=organisation,
-    )
-
-
 # --- critical lists ---------------------------------------------------------------------------
 
 
 def test_an_import_records_a_versioned_list_with_its_diff(session):
-    first = import_stats(session, "project,downloads\na,40\nb,30\nc,20\nd,10\n")
+    first = import_statistics(session, "project,downloads\na,40\nb,30\nc,20\nd,10\n")
     assert first.as_dict() == {
         "list_id": first.critical_list.id,
         "total_projects": 4,
@@ -73,7 +49,7 @@ def test_an_import_records_a_versioned_list_with_its_diff(session):
     }
     assert members(session, first) == ["a", "b"]
 
-    second = import_stats(session, "project,downloads\na,40\nb,5\nc,20\nd,10\n", sticky=False)
+    second = import_statistics(session, "project,downloads\na,40\nb,5\nc,20\nd,10\n", sticky=False)
     assert members(session, second) == ["a", "c"]
     assert (second.critical_list.added_count, second.critical_list.removed_count) == (1, 1)
     changes = critical.list_changes(session=session, critical_list=second.critical_list)
@@ -86,17 +62,17 @@ def test_an_import_records_a_versioned_list_with_its_diff(session):
 
 def test_the_same_file_twice_changes_nothing(session):
     text = "project,downloads\na,40\nb,30\n"
-    first = import_stats(session, text, name="monday.csv")
-    again = import_stats(session, text, name="renamed.csv")
+    first = import_statistics(session, text, name="monday.csv")
+    again = import_statistics(session, text, name="renamed.csv")
     assert again.unchanged and again.critical_list.id == first.critical_list.id
     assert again.as_dict()["added"] == 0
     # Other parameters make it a different computation.
-    assert not import_stats(session, text, percent=100).unchanged
+    assert not import_statistics(session, text, percent=100).unchanged
 
 
 def test_a_project_once_critical_stays_critical(session):
-    import_stats(session, "project,downloads\na,40\nb,30\nc,20\nd,10\n")
-    later = import_stats(session, "project,downloads\na,40\nb,1\nc,20\nd,10\n")
+    import_statistics(session, "project,downloads\na,40\nb,30\nc,20\nd,10\n")
+    later = import_statistics(session, "project,downloads\na,40\nb,1\nc,20\nd,10\n")
     assert members(session, later) == ["a", "b", "c"]
     standing = critical.look_up_project(session=session, name="B")
     assert standing.critical and standing.sticky_only and standing.rank == 4
@@ -105,25 +81,25 @@ def test_a_project_once_critical_stays_critical(session):
 
 def test_a_ranking_needs_the_total_number_of_projects(session):
     with pytest.raises(ImportRejected, match="--total-projects"):
-        import_stats(session, "rank,project\n1,a\n2,b\n")
-    summary = import_stats(session, "rank,project\n1,a\n2,b\n3,c\n", total=200, percent=1)
+        import_statistics(session, "rank,project\n1,a\n2,b\n")
+    summary = import_statistics(session, "rank,project\n1,a\n2,b\n3,c\n", total=200, percent=1)
     assert members(session, summary) == ["a", "b"]
     assert summary.critical_list.cutoff_downloads is None
     with pytest.raises(ImportRejected, match="smaller than the number of projects"):
-        import_stats(session, "project,downloads\na,1\nb,2\n", total=1)
+        import_statistics(session, "project,downloads\na,1\nb,2\n", total=1)
 
 
 def test_a_rejected_file_writes_nothing(session):
     before = critical.current_list(session=session)
     with pytest.raises(ImportRejected, match="line 3"):
-        import_stats(session, "project,downloads\na,1\nb,-1\n")
+        import_statistics(session, "project,downloads\na,1\nb,-1\n")
     assert critical.current_list(session=session) == before
 
 
 def test_lookup_gives_rank_and_cutoff_for_known_projects(session):
     maintainer = make_maintainer(session)
     give_role(session, maintainer, "Deep_Down")
-    import_stats(session, "project,downloads\na,40\nb,30\nc,20\ndeep.down,10\n")
+    import_statistics(session, "project,downloads\na,40\nb,30\nc,20\ndeep.down,10\n")
     standing = critical.look_up_project(session=session, name="DEEP-down")
     assert (standing.critical, standing.rank, standing.downloads) == (False, 4, 10)
     assert standing.critical_list.cutoff_rank == 2
@@ -253,7 +229,7 @@ def critical_maintainer(session):
     maintainer = make_maintainer(session, country="JP")
     give_role(session, maintainer, "big-project", ProjectRoleKind.MAINTAINER)
     give_role(session, maintainer, "small-project")
-    import_stats(
+    import_statistics(
         session, "project,downloads\nbig-project,100\nother,50\nsmall-project,1\n", percent=34
     )
     return maintainer
@@ -276,7 +252,7 @@ def test_a_critical_maintainer_in_a_served_country_is_eligible(
 def test_a_role_through_an_organisation_counts(session, settings, with_stock):
     maintainer = make_maintainer(session)
     give_role(session, maintainer, "org-owned", organisation="the-org")
-    import_stats(session, "project,downloads\norg-owned,9\nx,1\n")
+    import_statistics(session, "project,downloads\norg-owned,9\nx,1\n")
     decision = decide(session=session, settings=settings, maintainer=maintainer, country="DE")
     assert decision.eligible
     assert decision.projects[0].organisation == "the-org"
@@ -284,7 +260,7 @@ def test_a_role_through_an_organisation_counts(session, settings, with_stock):
 
 def test_every_failing_reason_is_reported_in_the_programme_order(session, settings):
     nobody = make_maintainer(session)
-    import_stats(session, "project,downloads\nx,1\n")
+    import_statistics(session, "project,downloads\nx,1\n")
     closed = settings.replace(
         programme_opens_at=utcnow() + timedelta(days=1),
         programme_closes_at=utcnow() + timedelta(days=9),
@@ -316,7 +292,7 @@ def test_an_ended_programme_and_a_missing_country(session, settings, critical_ma
 def test_the_not_critical_reason_lists_projects_with_rank_and_cutoff(session, settings):
     maintainer = make_maintainer(session)
     give_role(session, maintainer, "tiny")
-    import_stats(session, "project,downloads\na,9\nb,8\ntiny,1\n", percent=34)
+    import_statistics(session, "project,downloads\na,9\nb,8\ntiny,1\n", percent=34)
     reason = decide(
         session=session, settings=settings, maintainer=maintainer, country="DE"
     ).reasons[-1]
@@ -335,7 +311,7 @@ def test_without_statistics_nobody_is_critical(session, settings):
 
 def test_a_granted_appeal_overrides_the_critical_check(session, settings, mailbox, with_stock):
     maintainer = make_maintainer(session, email="appealing@example.org")
-    import_stats(session, "project,downloads\nx,1\n")
+    import_statistics(session, "project,downloads\nx,1\n")
     appeal = appeals.file_appeal(
         session=session,
         actor=ACTOR,
@@ -384,7 +360,7 @@ def test_notices_go_once_to_newly_eligible_maintainers(session, settings, mailbo
     unknown_country = make_maintainer(session, username="unplaced", country=None)
     for person in (eligible, elsewhere, unknown_country):
         give_role(session, person, "famous")
-    import_stats(session, "project,downloads\nfamous,10\nobscure,1\n")
+    import_statistics(session, "project,downloads\nfamous,10\nobscure,1\n")
 
     pending = notify.newly_eligible(session=session, settings=settings)
     assert [(n.maintainer.username, n.projects) for n in pending] == [

@@ -11,9 +11,9 @@ from accounts.models import StaffRole
 from db import Actor
 from distribution import stock
 from eligibility import critical
-from eligibility.models import Appeal, ProjectRoleKind
-from eligibility.services import ensure_project, grant_project_role
-from tests.factories import csrf_token, make_maintainer, make_staff, sign_in_as
+from eligibility.models import Appeal
+from eligibility.services import ensure_project
+from tests.factories import csrf_token, make_owner, make_staff, sign_in_as
 
 ACTOR = Actor.system("test")
 STATS = b"project,downloads\nfamous,1000\nknown,500\nquiet,3\n"
@@ -41,20 +41,8 @@ def statistics(session):
     )
 
 
-def maintainer_of(session, project, **details):
-    maintainer = make_maintainer(session, **details)
-    grant_project_role(
-        session=session,
-        actor=ACTOR,
-        maintainer=maintainer,
-        project=ensure_project(session=session, name=project),
-        role=ProjectRoleKind.OWNER,
-    )
-    return maintainer
-
-
 def test_an_eligible_maintainer_sees_why(client, session, statistics):
-    sign_in_as(client, maintainer_of(session, "famous", country="JP"))
+    sign_in_as(client, make_owner(session, "famous", country="JP"))
     page = text(client.get("/eligibility"))
     assert "You are eligible for security keys" in page
     assert "famous" in page and "Japan" in page
@@ -63,7 +51,7 @@ def test_an_eligible_maintainer_sees_why(client, session, statistics):
 def test_a_maintainer_of_a_quiet_project_sees_the_reason_and_can_appeal(
     client, session, statistics
 ):
-    sign_in_as(client, maintainer_of(session, "quiet", country="FR"))
+    sign_in_as(client, make_owner(session, "quiet", country="FR"))
     page = text(client.get("/eligibility"))
     assert 'data-reason="not_critical_maintainer"' in page
     assert "quiet (rank 3)" in page
@@ -90,7 +78,7 @@ def test_a_maintainer_of_a_quiet_project_sees_the_reason_and_can_appeal(
 
 
 def test_setting_the_country(client, session, statistics):
-    maintainer = maintainer_of(session, "famous", country=None)
+    maintainer = make_owner(session, "famous", country=None)
     sign_in_as(client, maintainer)
     assert 'data-reason="country_missing"' in text(client.get("/eligibility"))
     token = csrf_token(client, "/eligibility")
@@ -127,7 +115,7 @@ def test_the_api_says_when_there_are_no_statistics(client):
 
 
 def test_programme_staff_grant_an_appeal(client, session, statistics, mailbox):
-    maintainer = maintainer_of(session, "quiet", country="DE", email="quiet@example.org")
+    maintainer = make_owner(session, "quiet", country="DE", email="quiet@example.org")
     sign_in_as(client, maintainer)
     client.post(
         "/eligibility/appeal",
