@@ -22,6 +22,7 @@ from distribution.addresses import (
     validate_address,
 )
 from distribution.errors import (
+    AlreadyClaimed,
     ClaimLocked,
     CodeExpired,
     CodeTypo,
@@ -101,13 +102,19 @@ def my_claim() -> ResponseReturnValue:
 def get_code() -> ResponseReturnValue:
     if not ConfirmForm().validate_on_submit():
         return redirect(url_for("distribution.my_claim"))
-    outcome = claims.issue_claim_code(
-        session=get_session(),
-        mailer=get_mailer(),
-        settings=get_settings(),
-        actor=actor_for(current_user),
-        maintainer=_me(),
-    )
+    try:
+        outcome = claims.issue_claim_code(
+            session=get_session(),
+            mailer=get_mailer(),
+            settings=get_settings(),
+            actor=actor_for(current_user),
+            maintainer=_me(),
+        )
+    except AlreadyClaimed:
+        # Most often the code page reloaded (which sends the form again): the code is in the
+        # email, and My claim shows where things stand.
+        flash("You have a claim already. Your code is in the email we sent.", "info")
+        return redirect(url_for("distribution.my_claim"))
     if isinstance(outcome, claims.WaitlistPlace):
         flash(
             f"All keys are promised right now. You are number {outcome.position} on the "

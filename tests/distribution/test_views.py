@@ -83,6 +83,15 @@ def test_a_maintainer_gets_a_code_and_redeems_it(client, session, maintainer, ma
     assert "Unter den Linden 1" in page and "Address received" in page
 
 
+def test_asking_twice_for_a_code_goes_back_to_my_claim(client, session, maintainer, mailbox):
+    sign_in_as(client, maintainer)
+    get_code(client)
+    again = client.post("/claim/code", data={"csrf_token": csrf_token(client, "/claim")})
+    assert again.status_code == 302 and again.headers["Location"] == "/claim"
+    assert "You have a claim already" in text(client.get("/claim"))
+    assert len(session.exec(select(Claim)).all()) == 1
+
+
 def test_a_double_submit_makes_one_shipment(client, session, maintainer, mailbox):
     sign_in_as(client, maintainer)
     code = get_code(client)
