@@ -3,7 +3,9 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
-DEBIAN_PACKAGES := fonts-noto-cjk
+# WeasyPrint's run-time libraries (Pango, HarfBuzz subsetting), the label fonts (DejaVu; Noto CJK
+# for Japanese addresses).
+DEBIAN_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core fonts-noto-cjk
 TEST_DEBIAN_PACKAGES := $(DEBIAN_PACKAGES) chromium postgresql poppler-utils
 DEMO_ENV := KEYS_ENV=development KEYS_DEMO_MODE=1
 

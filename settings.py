@@ -8,6 +8,7 @@ public base URL, because a defaulted secret is a forged session waiting to happe
 from __future__ import annotations
 
 import dataclasses
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from flask import current_app
 
 ENVIRONMENTS = ("development", "production")
 MAIL_BACKENDS = ("smtp", "outbox")
+LABEL_LAYOUTS = ("4x6", "a4", "letter")
 
 # Countries the programme ships to by default (ISO 3166-1 alpha-2; the United Kingdom is GB).
 DEFAULT_COUNTRIES = ("AT", "BE", "CA", "FR", "DE", "IT", "JP", "ES", "CH", "GB", "US")
@@ -68,6 +70,22 @@ class Settings:
     sign_in_link_minutes: int = 15
     max_request_bytes: int = 2 * 1024 * 1024
     max_upload_bytes: int = 64 * 1024 * 1024
+
+    # Shipping labels: the default layout, the sender, and the CN22 customs declaration. Weight
+    # and value are per key; the declaration multiplies them by the keys in the parcel.
+    label_layout: str = "4x6"
+    return_address: tuple[str, ...] = (
+        "Security Key Giveaway",
+        "Example Str. 1",
+        "10115 Berlin",
+        "GERMANY",
+    )
+    origin_country: str = "DE"
+    customs_goods_origin: str = ""  # where the keys were made; empty: origin_country
+    customs_weight_grams: int = 30
+    customs_value: str = "25.00"
+    customs_currency: str = "EUR"
+    hs_code: str = "8471.80"
 
     @property
     def development(self) -> bool:
@@ -122,6 +140,27 @@ class Settings:
             raise SettingsError("KEYS_CRITICAL_PERCENT must be above 0 and at most 100")
         if self.sign_in_link_minutes < 1:
             raise SettingsError("KEYS_SIGN_IN_LINK_MINUTES must be at least 1")
+        self._validate_labels()
+
+    def _validate_labels(self) -> None:
+        if self.label_layout not in LABEL_LAYOUTS:
+            raise SettingsError(f"KEYS_LABEL_LAYOUT must be one of {', '.join(LABEL_LAYOUTS)}")
+        if not self.return_address or not all(line.strip() for line in self.return_address):
+            raise SettingsError("KEYS_RETURN_ADDRESS must be lines separated by |, none empty")
+        for name, code in (
+            ("KEYS_ORIGIN_COUNTRY", self.origin_country),
+            ("KEYS_CUSTOMS_GOODS_ORIGIN", self.customs_goods_origin or self.origin_country),
+        ):
+            if not re.fullmatch(r"[A-Z]{2}", code):
+                raise SettingsError(f"{name} must be an ISO country code like DE")
+        if not 1 <= self.customs_weight_grams <= 2000:
+            raise SettingsError("KEYS_CUSTOMS_WEIGHT_GRAMS must be between 1 and 2000")
+        if not re.fullmatch(r"\d{1,6}\.\d{2}", self.customs_value):
+            raise SettingsError("KEYS_CUSTOMS_VALUE must be an amount like 25.00")
+        if not re.fullmatch(r"[A-Z]{3}", self.customs_currency):
+            raise SettingsError("KEYS_CUSTOMS_CURRENCY must be an ISO 4217 code like EUR")
+        if not re.fullmatch(r"\d{4}(\.\d{2}){0,2}", self.hs_code):
+            raise SettingsError("KEYS_HS_CODE must be a tariff number like 8471.80")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -168,6 +207,14 @@ class Settings:
             sign_in_link_minutes=env.integer("KEYS_SIGN_IN_LINK_MINUTES", 15),
             max_request_bytes=env.integer("KEYS_MAX_REQUEST_BYTES", cls.max_request_bytes),
             max_upload_bytes=env.integer("KEYS_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
+            label_layout=env.text("KEYS_LABEL_LAYOUT", cls.label_layout).lower(),
+            return_address=env.lines("KEYS_RETURN_ADDRESS", cls.return_address),
+            origin_country=env.country("KEYS_ORIGIN_COUNTRY", cls.origin_country),
+            customs_goods_origin=env.country("KEYS_CUSTOMS_GOODS_ORIGIN", ""),
+            customs_weight_grams=env.integer("KEYS_CUSTOMS_WEIGHT_GRAMS", cls.customs_weight_grams),
+            customs_value=env.text("KEYS_CUSTOMS_VALUE", cls.customs_value),
+            customs_currency=env.text("KEYS_CUSTOMS_CURRENCY", cls.customs_currency).upper(),
+            hs_code=env.text("KEYS_HS_CODE", cls.hs_code),
         )
         settings.validate()
         return settings
@@ -248,6 +295,22 @@ class _Reader:
         except ValueError:
             raise SettingsError(f"{name} must be an ISO date or date-time, not {raw!r}") from None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def lines(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        """Lines separated by ``|`` ("Name|Street 1|10115 Berlin|GERMANY")."""
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return default
+        return tuple(line.strip() for line in raw.split("|"))
+
+    def country(self, name: str, default: str) -> str:
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return default
+        codes = self.countries(name, ())
+        if len(codes) != 1:
+            raise SettingsError(f"{name} must name one country, not {raw!r}")
+        return codes[0]
 
     def countries(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
         raw = self._environ.get(name, "").strip()
