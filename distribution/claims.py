@@ -224,7 +224,7 @@ def redeem_claim(
     for sku in chosen:
         stock.get_key_model(session=session, sku=sku)
     stock.allocate(session=session, items=chosen, reserved=claim.keys_reserved)
-    _transition(session, claim, ClaimStatus.REDEEMED, actor=actor)
+    transition_claim(session, claim, ClaimStatus.REDEEMED, actor=actor)
     claim.redeemed_at = utcnow()
     claim.keys_reserved = 0
     for sku, quantity in sorted(chosen.items()):
@@ -330,7 +330,7 @@ def cancel_claim(
         reserved=claim.keys_reserved,
         allocated=items_of(session=session, claim=claim),
     )
-    _transition(session, claim, ClaimStatus.CANCELLED, actor=actor)
+    transition_claim(session, claim, ClaimStatus.CANCELLED, actor=actor)
     claim.keys_reserved = 0
     claim.closed_at = utcnow()
     session.flush()
@@ -350,7 +350,7 @@ def expire_claims(
     ).all()
     for claim in due:
         stock.release(session=session, reserved=claim.keys_reserved)
-        _transition(session, claim, ClaimStatus.EXPIRED, actor=Actor.system("expire"))
+        transition_claim(session, claim, ClaimStatus.EXPIRED, actor=Actor.system("expire"))
         claim.keys_reserved = 0
         claim.closed_at = now
     session.flush()
@@ -440,7 +440,7 @@ def shipment_of(*, session: Session, claim: Claim) -> Shipment | None:
     ).first()
 
 
-def _transition(session: Session, claim: Claim, to: ClaimStatus, *, actor: Actor) -> None:
+def transition_claim(session: Session, claim: Claim, to: ClaimStatus, *, actor: Actor) -> None:
     """Move a claim along the life of a claim; only one of two racing requests can."""
     before = ClaimStatus(claim.status)
     if to not in CLAIM_TRANSITIONS[before]:

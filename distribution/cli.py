@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from pathlib import Path
 from typing import BinaryIO
 
 import click
+from click._termui_impl import ProgressBar
 from flask.cli import with_appcontext
 
-from db import Actor, get_database
-from distribution import claims, stock
+from db import Actor, get_database, record_event
+from distribution import claims, fulfilment, stock
 from distribution.addresses import InvalidAddress, validate_address
+from distribution.labels import LAYOUTS, LabelSettings, Layout, render_run
+from distribution.models import ClaimStatus
 from errors import reported_as_cli_error
 from mail import get_mailer
 from settings import get_settings
@@ -183,3 +188,74 @@ def expire_command(as_json: bool) -> None:
 
 def _print(report: Mapping[str, object], as_json: bool, summary: str) -> None:
     click.echo(json.dumps(report) if as_json else summary)
+
+
+@shipping_cli.command("labels")
+@click.option(
+    "--status",
+    type=click.Choice([ClaimStatus.REDEEMED.value, ClaimStatus.LABEL_PRINTED.value]),
+    default=ClaimStatus.REDEEMED.value,
+    show_default=True,
+    help="redeemed: a new run; label_printed: a reprint.",
+)
+@click.option("--layout", type=click.Choice(LAYOUTS), help="Default: KEYS_LABEL_LAYOUT.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@_JSON
+@with_appcontext
+def labels_command(status: str, layout: Layout | None, out: Path, as_json: bool) -> None:
+    """Print the labels and packing slips of every claim in STATUS into one PDF.
+
+    Claims move to label_printed only once the whole PDF is written.
+    """
+    settings, database = get_settings(), get_database()
+    with database.transaction() as session:
+        parcels = fulfilment.parcels_with_status(
+            session=session, status=ClaimStatus(status), base_url=settings.base_url
+        )
+    report: dict[str, object] = {"parcels": len(parcels), "out": None, "label_printed": 0}
+    if parcels:
+        with ExitStack() as stack:
+            on_progress = None
+            if sys.stderr.isatty() and not as_json:
+                bar = stack.enter_context(
+                    click.progressbar(length=1, label="Rendering pages", file=sys.stderr)
+                )
+                on_progress = _pages_to(bar)
+            with reported_as_cli_error():
+                pdf = render_run(
+                    [parcel.label for parcel in parcels],
+                    settings=LabelSettings.from_settings(settings),
+                    layout=layout,
+                    on_progress=on_progress,
+                )
+        partial = out.with_name(out.name + ".partial")
+        partial.write_bytes(pdf)
+        partial.replace(out)  # the file appears whole or not at all
+        with database.transaction() as session:
+            printed = 0
+            if status == ClaimStatus.REDEEMED:
+                printed = fulfilment.mark_labels_printed(
+                    session=session,
+                    actor=Actor.system("cli"),
+                    claim_ids=[parcel.claim_id for parcel in parcels],
+                )
+            record_event(
+                session=session,
+                actor=Actor.system("cli"),
+                action="labels.printed",
+                details={
+                    "status": status,
+                    "parcels": len(parcels),
+                    "layout": layout or settings.label_layout,
+                },
+            )
+        report.update(out=str(out), label_printed=printed)
+    _print(report, as_json, f"{len(parcels)} parcel(s) → {report['out'] or 'nothing to print'}.")
+
+
+def _pages_to(bar: ProgressBar[int]) -> Callable[[int, int], None]:
+    def advance(done: int, total: int) -> None:
+        bar.length = total
+        bar.update(done - bar.pos)
+
+    return advance
