@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from flask import current_app
 
@@ -86,6 +86,17 @@ class Settings:
     customs_value: str = "25.00"
     customs_currency: str = "EUR"
     hs_code: str = "8471.80"
+    # Carrier name → tracking page, with {tracking} where the number goes.
+    carrier_tracking_urls: tuple[tuple[str, str], ...] = (
+        ("DHL", "https://www.dhl.com/global-en/home/tracking.html?tracking-id={tracking}"),
+        ("UPS", "https://www.ups.com/track?tracknum={tracking}"),
+        ("FedEx", "https://www.fedex.com/fedextrack/?trknbr={tracking}"),
+    )
+
+    def tracking_url(self, carrier: str, tracking_number: str) -> str:
+        """The carrier's tracking page for a parcel, or "" for a carrier without one."""
+        template = dict(self.carrier_tracking_urls).get(carrier, "")
+        return template.replace("{tracking}", quote(tracking_number, safe="")) if template else ""
 
     @property
     def development(self) -> bool:
@@ -215,6 +226,7 @@ class Settings:
             customs_value=env.text("KEYS_CUSTOMS_VALUE", cls.customs_value),
             customs_currency=env.text("KEYS_CUSTOMS_CURRENCY", cls.customs_currency).upper(),
             hs_code=env.text("KEYS_HS_CODE", cls.hs_code),
+            carrier_tracking_urls=env.carriers("KEYS_CARRIER_TRACKING", cls.carrier_tracking_urls),
         )
         settings.validate()
         return settings
@@ -302,6 +314,23 @@ class _Reader:
         if not raw:
             return default
         return tuple(line.strip() for line in raw.split("|"))
+
+    def carriers(
+        self, name: str, default: tuple[tuple[str, str], ...]
+    ) -> tuple[tuple[str, str], ...]:
+        """``Carrier=https://…{tracking}`` pairs separated by ``|``."""
+        raw = self._environ.get(name, "").strip()
+        if not raw:
+            return default
+        pairs = []
+        for item in raw.split("|"):
+            carrier, _, url = item.partition("=")
+            if not carrier.strip() or "{tracking}" not in url or not url.startswith("https://"):
+                raise SettingsError(
+                    f"{name} must be Carrier=https://…{{tracking}} pairs separated by |"
+                )
+            pairs.append((carrier.strip(), url.strip()))
+        return tuple(pairs)
 
     def country(self, name: str, default: str) -> str:
         raw = self._environ.get(name, "").strip()

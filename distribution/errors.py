@@ -62,3 +62,12 @@ class ClaimNotFound(DistributionError):
 class ClaimLocked(DistributionError):
     status_code = 409
     title = "That cannot be changed any more"
+
+
+class ParcelNotFound(DistributionError):
+    status_code = 404
+    title = "No such parcel"
+
+
+class InvalidShipping(DistributionError):
+    title = "Check the shipping details"

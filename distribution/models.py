@@ -189,6 +189,10 @@ class Shipment(SQLModel, table=True):
     phone: str = Field(max_length=20)
     address: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType, nullable=False)
     address_lines: list[str] = Field(default_factory=list, sa_type=JSONType, nullable=False)
+    carrier: str = Field(default="", max_length=40)
+    tracking_number: str = Field(default="", max_length=60)
+    shipped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class WaitlistEntry(SQLModel, table=True):

@@ -1,0 +1,145 @@
+"""Fulfilment: label runs mark claims, shipping moves the ledger, manifests explain lines."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import select
+
+from accounts.services import actor_for
+from db import AuditEvent
+from distribution import claims, fulfilment, stock
+from distribution.addresses import validate_address
+from distribution.errors import ClaimLocked, InvalidShipping, ParcelNotFound
+from distribution.models import Claim
+from eligibility.services import ensure_project
+from mail import OutboxMailer, OutboxMessage
+from tests.factories import ACTOR, USB_A, USB_C, import_statistics, make_owner, receive_keys
+
+BERLIN = {
+    "country_code": "DE",
+    "city": "Berlin",
+    "postal_code": "10117",
+    "street_address": "Unter den Linden 1",
+    "name": "Ada Demo",
+}
+
+
+@pytest.fixture
+def parcels(session, settings):
+    """Two redeemed claims waiting for labels, one key of each model each."""
+    ensure_project(session=session, name="famous")
+    import_statistics(session, "project,downloads\nfamous,9\nx,1\n")
+    receive_keys(session, {USB_A: 4, USB_C: 4})
+    shipments = []
+    for number in range(2):
+        person = make_owner(session, "famous", country="DE")
+        issued = claims.issue_claim_code(
+            session=session,
+            mailer=OutboxMailer(),
+            settings=settings,
+            actor=actor_for(person),
+            maintainer=person,
+        )
+        shipments.append(
+            claims.redeem_claim(
+                session=session,
+                mailer=OutboxMailer(),
+                settings=settings,
+                actor=actor_for(person),
+                maintainer=person,
+                code=issued.code,
+                items={USB_A: 1, USB_C: 1},
+                recipient=claims.Recipient(
+                    validate_address(BERLIN, served=settings.countries), "+49301234567", "Ada Demo"
+                ),
+                idempotency_key=f"f-{number}",
+            )
+        )
+    return shipments
+
+
+def ship(session, settings, reference, tracking="00340434161234567890", carrier="DHL"):
+    return fulfilment.ship_parcel(
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        reference=reference,
+        carrier=carrier,
+        tracking_number=tracking,
+    )
+
+
+def test_the_queue_lists_waiting_parcels_oldest_first(session, settings, parcels):
+    queued = fulfilment.parcels_with_status(
+        session=session, status=claims.ClaimStatus.REDEEMED, base_url=settings.base_url
+    )
+    assert [q.label.reference for q in queued] == [s.reference for s in parcels]
+    label = queued[0].label
+    assert label.recipient_lines[-1] == "GERMANY"
+    assert label.items == [("Titan Security Key USB-A/NFC", 1), ("Titan Security Key USB-C/NFC", 1)]
+
+
+def test_shipping_needs_a_printed_label_then_moves_the_ledger(session, settings, parcels):
+    first = parcels[0]
+    with pytest.raises(ClaimLocked, match="only a parcel with a printed label"):
+        ship(session, settings, first.reference)
+    fulfilment.mark_labels_printed(
+        session=session, actor=ACTOR, claim_ids=[s.claim_id for s in parcels]
+    )
+    with pytest.raises(InvalidShipping):
+        ship(session, settings, first.reference, tracking=" ")
+
+    shipped = ship(session, settings, f"  {first.reference.lower()} ")
+
+    assert (shipped.carrier, shipped.tracking_number) == ("DHL", "00340434161234567890")
+    assert session.get(Claim, first.claim_id).status == "shipped"
+    figures = stock.stock_figures(session=session)
+    assert (figures.on_hand, figures.allocated, figures.available) == (6, 2, 4)
+    assert figures.reconciles
+    mail = session.exec(
+        select(OutboxMessage).where(OutboxMessage.purpose == "parcel_shipped")
+    ).one()
+    assert "tracking-id=00340434161234567890" in mail.body
+
+    fulfilment.record_delivery(session=session, actor=ACTOR, reference=first.reference)
+    assert session.get(Claim, first.claim_id).status == "delivered"
+    timeline = claims.timeline(session=session, claim=session.get(Claim, first.claim_id))
+    assert [step.state for step in timeline] == ["done"] * 5 + ["current"]
+
+
+def test_an_unknown_reference_says_so(session, settings, parcels):
+    with pytest.raises(ParcelNotFound, match="No parcel has the reference 'SKNOPE'"):
+        ship(session, settings, "sknope")
+
+
+def test_a_manifest_ships_its_good_lines_and_explains_the_rest(session, settings, parcels):
+    fulfilment.mark_labels_printed(session=session, actor=ACTOR, claim_ids=[parcels[0].claim_id])
+    good, waiting = parcels[0].reference, parcels[1].reference
+    text = (
+        "reference,carrier,tracking_number\n"
+        f"{good},UPS,1Z999AA10123456784\n"
+        f"{waiting},UPS,1Z999AA10123456785\n"
+        "SKNOPE,UPS,1Z1\n"
+        f"{good},UPS,1Z2\n"
+        "SKX,UPS\n"
+    )
+    preview = fulfilment.read_manifest(session=session, text=text)
+    assert [(line.line, bool(line.problem)) for line in preview] == [
+        (2, False),
+        (3, True),
+        (4, True),
+        (5, True),
+        (6, True),
+    ]
+    assert "not waiting to ship" in preview[1].problem
+    assert "listed twice" in preview[3].problem
+    assert "expected 3 columns" in preview[4].problem
+    assert session.get(Claim, parcels[0].claim_id).status == "label_printed"  # a preview only
+
+    fulfilment.apply_manifest(
+        session=session, mailer=OutboxMailer(), settings=settings, actor=ACTOR, text=text
+    )
+    assert session.get(Claim, parcels[0].claim_id).status == "shipped"
+    assert session.get(Claim, parcels[1].claim_id).status == "redeemed"
+    assert "claim.shipped" in [e.action for e in session.exec(select(AuditEvent)).all()]
