@@ -46,7 +46,9 @@ class StaffSignInForm(FlaskForm):
     )
 
 
-class _RoleChoices(SelectMultipleField):
+class MultiCheckboxField(SelectMultipleField):
+    """Several choices as checkboxes."""
+
     widget = ListWidget(prefix_label=False)
     option_widget = CheckboxInput()
 
@@ -64,7 +66,7 @@ class StaffEditForm(FlaskForm):
             Length(max=200, message="A name has at most 200 characters."),
         ],
     )
-    roles = _RoleChoices("Roles", choices=_ROLE_CHOICES)
+    roles = MultiCheckboxField("Roles", choices=_ROLE_CHOICES)
     active = BooleanField("May sign in", default=True)
 
     @property

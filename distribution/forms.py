@@ -5,10 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from flask_wtf import FlaskForm
-from wtforms import Field, HiddenField, IntegerField, SelectField, StringField, TelField
+from wtforms import (
+    Field,
+    HiddenField,
+    IntegerField,
+    SelectField,
+    StringField,
+    TelField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
+from accounts.forms import MultiCheckboxField
 from distribution.addresses import AddressField, address_fields
 from distribution.models import KeyModel
 
@@ -175,3 +184,41 @@ class AdjustStockForm(FlaskForm):
 
 def with_models(form: ReceiveStockForm | AdjustStockForm, models: list[KeyModel]) -> None:
     form.sku.choices = [SelectChoice(m.sku, m.name) for m in models]
+
+
+class ShipForm(FlaskForm):
+    reference = StringField(
+        "Parcel reference (scan the barcode)",
+        validators=[DataRequired("Scan or type the reference on the label."), Length(max=40)],
+    )
+    carrier = SelectField("Carrier", validators=[DataRequired("Choose the carrier.")])
+    tracking_number = StringField(
+        "Tracking number",
+        validators=[DataRequired("Enter the carrier's tracking number."), Length(max=60)],
+    )
+
+
+class ManifestForm(FlaskForm):
+    manifest = TextAreaField(
+        "Carrier manifest (CSV: reference, carrier, tracking number)",
+        validators=[
+            DataRequired("Paste the manifest."),
+            Length(max=500_000, message="A manifest has at most 500,000 characters."),
+        ],
+    )
+
+
+class LabelRunForm(FlaskForm):
+    claim_ids = MultiCheckboxField(
+        "Parcels to put on labels",
+        coerce=int,
+        validators=[DataRequired("Select at least one parcel.")],
+    )
+    layout = SelectField(
+        "Layout",
+        choices=[
+            SelectChoice("4x6", "4×6 in thermal"),
+            SelectChoice("a4", "A4, two labels a sheet"),
+            SelectChoice("letter", "US Letter, two a sheet"),
+        ],
+    )

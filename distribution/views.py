@@ -1,4 +1,5 @@
-"""Claim pages for maintainers (get a code, redeem it, follow the claim) and the stock desk."""
+"""Claim pages for maintainers (get a code, redeem it, follow the claim), the stock desk and
+the shipping desk."""
 
 from __future__ import annotations
 
@@ -6,15 +7,17 @@ import secrets
 from collections.abc import Callable
 from typing import TypeVar, cast
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, flash, make_response, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
+from sqlmodel import Session
+from wtforms.fields.choices import SelectChoice
 
 from accounts.forms import ConfirmForm
 from accounts.models import Maintainer, StaffRole
 from accounts.services import actor_for
-from db import get_session
-from distribution import claims, stock
+from db import get_session, utcnow
+from distribution import claims, fulfilment, stock
 from distribution.addresses import (
     InvalidAddress,
     normalize_phone,
@@ -30,16 +33,23 @@ from distribution.errors import (
     CodeUsed,
     InvalidChoice,
     InvalidMovement,
+    InvalidShipping,
     NoKeysLeft,
+    ParcelNotFound,
 )
 from distribution.forms import (
     AdjustStockForm,
+    LabelRunForm,
+    ManifestForm,
     ReceiveStockForm,
     RedemptionForm,
+    ShipForm,
     ShippingForm,
     shipping_form_for,
     with_models,
 )
+from distribution.labels import LabelSettings, render_run
+from distribution.models import ClaimStatus
 from eligibility.countries import country_name, served_choices
 from eligibility.decisions import decide
 from mail import get_mailer
@@ -351,4 +361,126 @@ def _render_stock(receive: ReceiveStockForm, adjust: AdjustStockForm) -> str:
         movements=stock.recent_movements(session=session),
         receive_form=receive,
         adjust_form=adjust,
+    )
+
+
+# --- fulfilment -------------------------------------------------------------------------------
+
+
+@bp.get("/staff/shipping")
+@staff_required(StaffRole.SHIPPING)
+def shipping_desk() -> ResponseReturnValue:
+    return _render_shipping(ShipForm(), ManifestForm(), LabelRunForm())
+
+
+@bp.post("/staff/shipping/labels")
+@staff_required(StaffRole.SHIPPING)
+def print_labels() -> ResponseReturnValue:
+    """Render the selected parcels' labels; they become label_printed once the PDF is made."""
+    session, settings = get_session(), get_settings()
+    queued = _waiting(session)
+    form = LabelRunForm()
+    form.claim_ids.choices = _parcel_choices(queued)
+    if not form.validate_on_submit():
+        return _render_shipping(ShipForm(formdata=None), ManifestForm(formdata=None), form), 400
+    chosen = [q for q in queued if q.claim_id in set(form.claim_ids.data)]
+    pdf = render_run(
+        [q.label for q in chosen],
+        settings=LabelSettings.from_settings(settings),
+        layout=form.layout.data,
+    )
+    fulfilment.mark_labels_printed(
+        session=session, actor=actor_for(current_user), claim_ids=[q.claim_id for q in chosen]
+    )
+    response = make_response(pdf)
+    response.headers["Content-Type"] = "application/pdf"
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="labels-{utcnow():%Y%m%d-%H%M}.pdf"'
+    )
+    return response
+
+
+@bp.post("/staff/shipping/ship")
+@staff_required(StaffRole.SHIPPING)
+def ship_parcel() -> ResponseReturnValue:
+    form = ShipForm()
+    form.carrier.choices = _carriers()
+    if form.validate_on_submit():
+        try:
+            shipment = fulfilment.ship_parcel(
+                session=get_session(),
+                mailer=get_mailer(),
+                settings=get_settings(),
+                actor=actor_for(current_user),
+                reference=form.reference.data,
+                carrier=form.carrier.data,
+                tracking_number=form.tracking_number.data,
+            )
+        except (ParcelNotFound, ClaimLocked, InvalidShipping) as problem:
+            form.reference.errors = [problem.message]
+        else:
+            flash(f"Parcel {shipment.reference} shipped with {shipment.carrier}.", "success")
+            return redirect(url_for("distribution.shipping_desk"))
+    return _render_shipping(form, ManifestForm(formdata=None), LabelRunForm(formdata=None)), 400
+
+
+@bp.post("/staff/shipping/manifest")
+@staff_required(StaffRole.SHIPPING)
+def manifest_preview() -> ResponseReturnValue:
+    form = ManifestForm()
+    if not form.validate_on_submit():
+        return _render_shipping(ShipForm(formdata=None), form, LabelRunForm(formdata=None)), 400
+    lines = fulfilment.read_manifest(session=get_session(), text=form.manifest.data)
+    return render_template("distribution/manifest.html", lines=lines, form=form)
+
+
+@bp.post("/staff/shipping/manifest/apply")
+@staff_required(StaffRole.SHIPPING)
+def manifest_apply() -> ResponseReturnValue:
+    form = ManifestForm()
+    if not form.validate_on_submit():
+        return redirect(url_for("distribution.shipping_desk"))
+    lines = fulfilment.apply_manifest(
+        session=get_session(),
+        mailer=get_mailer(),
+        settings=get_settings(),
+        actor=actor_for(current_user),
+        text=form.manifest.data,
+    )
+    shipped = sum(1 for line in lines if not line.problem)
+    flash(f"Shipped {shipped} parcel(s); {len(lines) - shipped} line(s) left out.", "success")
+    return redirect(url_for("distribution.shipping_desk"))
+
+
+def _waiting(session: Session) -> list[fulfilment.QueuedParcel]:
+    return fulfilment.parcels_with_status(
+        session=session, status=ClaimStatus.REDEEMED, base_url=get_settings().base_url
+    )
+
+
+def _parcel_choices(queued: list[fulfilment.QueuedParcel]) -> list[SelectChoice]:
+    return [
+        SelectChoice(
+            q.claim_id,
+            f"{q.label.reference} — {q.label.recipient_lines[-1].title()}, "
+            f"{q.label.key_count} key{'s' if q.label.key_count != 1 else ''}",
+        )
+        for q in queued
+    ]
+
+
+def _carriers() -> list[SelectChoice]:
+    return [SelectChoice(name, name) for name, _url in get_settings().carrier_tracking_urls]
+
+
+def _render_shipping(ship: ShipForm, manifest: ManifestForm, run: LabelRunForm) -> str:
+    queued = _waiting(get_session())
+    ship.carrier.choices = _carriers()
+    run.claim_ids.choices = _parcel_choices(queued)
+    return render_template(
+        "distribution/shipping.html",
+        queued=queued,
+        ship_form=ship,
+        manifest_form=manifest,
+        run_form=run,
     )

@@ -51,6 +51,11 @@ EXPECTED: dict[str, str | set[StaffRole]] = {
     "distribution.stock_desk": {StaffRole.PROGRAMME, StaffRole.VIEWER},
     "distribution.receive_stock": {StaffRole.PROGRAMME},
     "distribution.adjust_stock": {StaffRole.PROGRAMME},
+    "distribution.shipping_desk": {StaffRole.SHIPPING},
+    "distribution.print_labels": {StaffRole.SHIPPING},
+    "distribution.ship_parcel": {StaffRole.SHIPPING},
+    "distribution.manifest_preview": {StaffRole.SHIPPING},
+    "distribution.manifest_apply": {StaffRole.SHIPPING},
 }
 
 SAMPLE_ARGUMENTS = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
@@ -173,3 +174,59 @@ def test_programme_staff_receive_and_adjust_stock(client, session):
     page = text(client.get("/staff/stock"))
     assert "DN-900" in page and "reconcile" in page
     assert stock.stock_figures(session=session).on_hand == 50
+
+
+def test_shipping_staff_print_labels_and_ship_by_scanning(client, session, maintainer, mailbox):
+    from pypdf import PdfReader
+
+    sign_in_as(client, maintainer)
+    assert redeem(client, get_code(client)).status_code == 302
+    shipment = session.exec(select(Shipment)).one()
+    sign_in_as(client, make_staff(session, roles=[StaffRole.SHIPPING]))
+    desk = text(client.get("/staff/shipping"))
+    assert shipment.reference in desk
+    token = csrf_token(client, "/staff/shipping")
+
+    nothing = client.post("/staff/shipping/labels", data={"layout": "4x6", "csrf_token": token})
+    assert nothing.status_code == 400 and "Select at least one parcel." in text(nothing)
+    pdf = client.post(
+        "/staff/shipping/labels",
+        data={"claim_ids": str(shipment.claim_id), "layout": "4x6", "csrf_token": token},
+    )
+    assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
+    pages = PdfReader(io.BytesIO(pdf.data)).pages
+    assert len(pages) == 2 and shipment.reference in pages[0].extract_text()
+    assert session.exec(select(Claim)).one().status == "label_printed"
+
+    unknown = client.post(
+        "/staff/shipping/ship",
+        data={"reference": "SKNOPE", "carrier": "DHL", "tracking_number": "1", "csrf_token": token},
+    )
+    assert unknown.status_code == 400 and "No parcel has the reference" in text(unknown)
+    shipped = client.post(
+        "/staff/shipping/ship",
+        data={
+            "reference": shipment.reference.lower(),
+            "carrier": "DHL",
+            "tracking_number": "JD014600006281230",
+            "csrf_token": token,
+        },
+    )
+    assert shipped.status_code == 302
+    assert session.exec(select(Claim)).one().status == "shipped"
+    assert "JD014600006281230" in mailbox.to(maintainer.email)[-1].get_content()
+
+
+def test_a_manifest_is_previewed_before_it_ships(client, session, maintainer, mailbox):
+    sign_in_as(client, make_staff(session, roles=[StaffRole.SHIPPING]))
+    token = csrf_token(client, "/staff/shipping")
+    preview = client.post(
+        "/staff/shipping/manifest",
+        data={
+            "manifest": "reference,carrier,tracking_number\nSKNOPE,DHL,123\n",
+            "csrf_token": token,
+        },
+    )
+    assert preview.status_code == 200
+    assert "0 of 1 line(s) can be shipped" in text(preview)
+    assert "No parcel has the reference" in text(preview)
