@@ -212,7 +212,9 @@ class LabelRunForm(FlaskForm):
     claim_ids = MultiCheckboxField(
         "Parcels to put on labels",
         coerce=int,
-        validators=[DataRequired("Select at least one parcel.")],
+        # Not DataRequired: it would mark every checkbox required, and a browser then refuses
+        # the form unless all of them are ticked.
+        validators=[Length(min=1, message="Select at least one parcel.")],
     )
     layout = SelectField(
         "Layout",
