@@ -31,6 +31,11 @@ class SignInLinkForm(FlaskForm):
     email = EmailField("Email address", validators=_EMAIL)
 
 
+def form_status(form: FlaskForm) -> int:
+    """400 when a submitted form has errors, so scripts and tests see the refusal."""
+    return 400 if form.errors else 200
+
+
 class ConfirmForm(FlaskForm):
     """A form with only its CSRF token, for buttons that change state."""
 

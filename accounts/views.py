@@ -24,6 +24,7 @@ from accounts.forms import (
     StaffCreateForm,
     StaffEditForm,
     StaffSignInForm,
+    form_status,
 )
 from accounts.models import StaffRole
 from db import AuditFilter, get_session, search_audit_events
@@ -44,11 +45,6 @@ from settings import get_settings
 bp = Blueprint("accounts", __name__)
 
 _LINK_PROBLEMS = (SignInLinkInvalid, SignInLinkExpired, SignInLinkUsed)
-
-
-def _form_status(form: object) -> int:
-    """400 when a submitted form has errors, so scripts and tests see the refusal."""
-    return 400 if getattr(form, "errors", None) else 200
 
 
 def _safe_next(default: str) -> str:
@@ -85,7 +81,7 @@ def sign_in() -> ResponseReturnValue:
             valid_for=timedelta(minutes=settings.sign_in_link_minutes),
         )
         return redirect(url_for("accounts.sign_in_sent"))
-    return render_template("accounts/sign_in.html", form=form), _form_status(form)
+    return render_template("accounts/sign_in.html", form=form), form_status(form)
 
 
 @bp.get("/sign-in/sent")
@@ -144,7 +140,7 @@ def staff_sign_in() -> ResponseReturnValue:
             return render_template("accounts/staff_sign_in.html", form=form), 401
         login_user(staff)
         return redirect(_safe_next(url_for("accounts.staff_home")))
-    return render_template("accounts/staff_sign_in.html", form=form), _form_status(form)
+    return render_template("accounts/staff_sign_in.html", form=form), form_status(form)
 
 
 @bp.get("/staff/")
@@ -180,7 +176,7 @@ def staff_create() -> ResponseReturnValue:
         else:
             # Shown once, never stored in clear: the admin hands it over and it can be reset.
             return render_template("accounts/staff_password.html", staff=staff, password=password)
-    return render_template("accounts/staff_form.html", form=form, staff=None), _form_status(form)
+    return render_template("accounts/staff_form.html", form=form, staff=None), form_status(form)
 
 
 @bp.route("/staff/people/<int:staff_id>", methods=["GET", "POST"])
@@ -208,7 +204,7 @@ def staff_edit(staff_id: int) -> ResponseReturnValue:
             return redirect(url_for("accounts.staff_list"))
     return render_template(
         "accounts/staff_form.html", form=form, staff=staff, reset_form=ConfirmForm()
-    ), _form_status(form)
+    ), form_status(form)
 
 
 @bp.post("/staff/people/<int:staff_id>/password")
@@ -246,7 +242,7 @@ def audit_log() -> ResponseReturnValue:
             ),
             before_id=form.before.data,
         )
-    return render_template("accounts/audit_log.html", form=form, events=events), _form_status(form)
+    return render_template("accounts/audit_log.html", form=form, events=events), form_status(form)
 
 
 def _start_of(day: date | None, days: int = 0) -> datetime | None:

@@ -9,6 +9,7 @@ from flask import Blueprint, flash, jsonify, redirect, render_template, request,
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
+from accounts.forms import form_status
 from accounts.models import Maintainer, StaffRole
 from accounts.services import actor_for, set_maintainer_country
 from db import get_session
@@ -28,10 +29,6 @@ from security import accepts_large_upload, maintainer_required, staff_required
 from settings import get_settings
 
 bp = Blueprint("eligibility", __name__)
-
-
-def _form_status(form: object) -> int:
-    return 400 if getattr(form, "errors", None) else 200
 
 
 def _me() -> Maintainer:
@@ -99,7 +96,7 @@ def appeal() -> ResponseReturnValue:
         else:
             flash("Your appeal was sent. Programme staff will email you their decision.", "success")
             return redirect(url_for("eligibility.my_eligibility"))
-    return render_template("eligibility/appeal.html", form=form), _form_status(form)
+    return render_template("eligibility/appeal.html", form=form), form_status(form)
 
 
 # --- public -----------------------------------------------------------------------------------
@@ -114,7 +111,7 @@ def project_lookup() -> ResponseReturnValue:
             standing = critical.look_up_project(session=get_session(), name=form.name.data)
         except InvalidProjectName as problem:
             form.name.errors = [problem.message]
-    status = _form_status(form) if "name" in request.args else 200
+    status = form_status(form) if "name" in request.args else 200
     return render_template(
         "eligibility/lookup.html",
         form=form,
@@ -181,7 +178,7 @@ def appeal_review(appeal_id: int) -> ResponseReturnValue:
         maintainer=maintainer,
         decision=decision,
         form=form,
-    ), _form_status(form)
+    ), form_status(form)
 
 
 @bp.route("/staff/critical-lists", methods=["GET", "POST"])
@@ -223,7 +220,7 @@ def critical_lists() -> ResponseReturnValue:
         "eligibility/critical_lists.html",
         form=form,
         history=critical.list_history(session=session),
-    ), rejected or _form_status(form)
+    ), rejected or form_status(form)
 
 
 @bp.get("/staff/critical-lists/<int:list_id>")
