@@ -39,7 +39,9 @@ from distribution.models import (
     Claim,
     ClaimItem,
     ClaimStatus,
+    LabelRun,
     Shipment,
+    ShipmentPurpose,
     WaitlistEntry,
 )
 from eligibility.decisions import ReasonCode, decide
@@ -231,7 +233,7 @@ def redeem_claim(
         session.add(ClaimItem(claim_id=claim.id, sku=sku, quantity=quantity))  # type: ignore[arg-type]
     shipment = Shipment(
         claim_id=claim.id,  # type: ignore[arg-type]
-        reference=_shipment_reference(),
+        reference=new_shipment_reference(),
         idempotency_key=idempotency_key,
         created_at=utcnow(),
         country=recipient.address.country_code,
@@ -240,6 +242,7 @@ def redeem_claim(
         phone=recipient.phone,
         address=dict(recipient.address.fields),
         address_lines=list(recipient.address.lines),
+        items=chosen,
     )
     session.add(shipment)
     session.flush()
@@ -281,15 +284,24 @@ def change_address(
     claim_id: int,
     recipient: Recipient,
 ) -> Shipment:
-    """Correct where a parcel goes, until its label is printed."""
+    """Correct where a parcel goes, until its label is printed; after a parcel came back, send
+    it again to the corrected address (a new parcel, back in the queue)."""
     claim = get_claim(session=session, maintainer=maintainer, claim_id=claim_id)
     shipment = shipment_of(session=session, claim=claim)
-    if claim.status != ClaimStatus.REDEEMED or shipment is None:
+    if shipment is None or claim.status not in (ClaimStatus.REDEEMED, ClaimStatus.RETURNED):
         raise ClaimLocked(
             "The label is printed already, so the address can no longer change. "
             "If it is wrong, write to us at once."
         )
+    run = session.get(LabelRun, claim.label_run_id) if claim.label_run_id else None
+    if run is not None and run.is_live(utcnow()):
+        raise ClaimLocked(
+            "Your label is being printed right now. Try again in a few minutes; if the label "
+            "was printed by then, write to us at once."
+        )
     before = shipment.country
+    if claim.status == ClaimStatus.RETURNED:
+        shipment = _reship(session, claim, shipment, actor=actor)
     shipment.country = recipient.address.country_code
     shipment.address = dict(recipient.address.fields)
     shipment.address_lines = list(recipient.address.lines)
@@ -312,6 +324,24 @@ def change_address(
     return shipment
 
 
+def _reship(session: Session, claim: Claim, returned: Shipment, *, actor: Actor) -> Shipment:
+    """A new parcel with the returned one's keys, in the queue again."""
+    parcel = Shipment(
+        claim_id=claim.id,  # type: ignore[arg-type]
+        reference=new_shipment_reference(),
+        idempotency_key=secrets.token_urlsafe(24),
+        created_at=utcnow(),
+        country=returned.country,
+        recipient_name=returned.recipient_name,
+        phone=returned.phone,
+        items=dict(returned.items),
+        purpose=ShipmentPurpose.RESHIP.value,
+    )
+    session.add(parcel)
+    transition_claim(session, claim, ClaimStatus.REDEEMED, actor=actor)
+    return parcel
+
+
 def cancel_claim(
     *,
     session: Session,
@@ -323,12 +353,16 @@ def cancel_claim(
 ) -> Claim:
     """Give the keys back (until the parcel ships) and offer them to the waiting list."""
     claim = get_claim(session=session, maintainer=maintainer, claim_id=claim_id)
-    if ClaimStatus.CANCELLED not in CLAIM_TRANSITIONS[ClaimStatus(claim.status)]:
-        raise ClaimLocked("The parcel has left: it can no longer be cancelled.")
+    if not cancellable(session=session, claim=claim):
+        raise ClaimLocked(
+            "The parcel has left, or you received keys from us already: the claim can no "
+            "longer be cancelled. Write to us if you no longer need a replacement."
+        )
+    parcel = shipment_of(session=session, claim=claim)
     stock.release(
         session=session,
         reserved=claim.keys_reserved,
-        allocated=items_of(session=session, claim=claim),
+        allocated=parcel.items if parcel and claim.status != ClaimStatus.ISSUED else {},
     )
     transition_claim(session, claim, ClaimStatus.CANCELLED, actor=actor)
     claim.keys_reserved = 0
@@ -336,6 +370,14 @@ def cancel_claim(
     session.flush()
     offer_freed_keys(session=session, mailer=mailer, settings=settings)
     return claim
+
+
+def cancellable(*, session: Session, claim: Claim) -> bool:
+    """Until its parcel ships (or while a returned one waits), unless keys reached the
+    maintainer before (a replacement for a damaged key is not given up by cancelling)."""
+    return ClaimStatus.CANCELLED in CLAIM_TRANSITIONS[ClaimStatus(claim.status)] and not any(
+        parcel.delivered_at for parcel in shipments_of(session=session, claim=claim)
+    )
 
 
 def expire_claims(
@@ -435,9 +477,19 @@ def items_of(*, session: Session, claim: Claim) -> dict[str, int]:
 
 
 def shipment_of(*, session: Session, claim: Claim) -> Shipment | None:
+    """The claim's current parcel: its newest shipment."""
     return session.exec(
         select(Shipment).where(Shipment.claim_id == claim.id).order_by(col(Shipment.id).desc())
     ).first()
+
+
+def shipments_of(*, session: Session, claim: Claim) -> list[Shipment]:
+    """Every parcel of the claim, oldest first."""
+    return list(
+        session.exec(
+            select(Shipment).where(Shipment.claim_id == claim.id).order_by(col(Shipment.id))
+        ).all()
+    )
 
 
 def transition_claim(session: Session, claim: Claim, to: ClaimStatus, *, actor: Actor) -> None:
@@ -463,7 +515,7 @@ def transition_claim(session: Session, claim: Claim, to: ClaimStatus, *, actor: 
     )
 
 
-def _shipment_reference() -> str:
+def new_shipment_reference() -> str:
     """A short, unique, readable parcel reference (the label's barcode carries it)."""
     return "SK" + "".join(secrets.choice(codes.ALPHABET) for _ in range(10))
 

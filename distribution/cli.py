@@ -13,10 +13,10 @@ import click
 from click._termui_impl import ProgressBar
 from flask.cli import with_appcontext
 
-from db import Actor, get_database, record_event
-from distribution import claims, fulfilment, stock
+from db import Actor, get_database
+from distribution import claims, fulfilment, label_runs, stock
 from distribution.addresses import InvalidAddress, validate_address
-from distribution.labels import LAYOUTS, LabelSettings, Layout, render_run
+from distribution.labels import LAYOUTS, LabelSettings, Layout
 from distribution.models import ClaimStatus
 from errors import reported_as_cli_error
 from mail import get_mailer
@@ -208,12 +208,32 @@ def labels_command(status: str, layout: Layout | None, out: Path, as_json: bool)
     Claims move to label_printed only once the whole PDF is written.
     """
     settings, database = get_settings(), get_database()
-    with database.transaction() as session:
-        parcels = fulfilment.parcels_with_status(
-            session=session, status=ClaimStatus(status), base_url=settings.base_url
+    reprint = status == ClaimStatus.LABEL_PRINTED
+    with reported_as_cli_error(), database.transaction() as session:
+        parcels = (
+            fulfilment.parcels_with_status(
+                session=session, status=ClaimStatus.LABEL_PRINTED, base_url=settings.base_url
+            )
+            if reprint
+            else fulfilment.label_queue(session=session, base_url=settings.base_url).parcels
         )
-    report: dict[str, object] = {"parcels": len(parcels), "out": None, "label_printed": 0}
-    if parcels:
+        run_id = None
+        if parcels:
+            run_id = label_runs.start_run(
+                session=session,
+                actor=Actor.system("cli"),
+                claim_ids=[parcel.claim_id for parcel in parcels],
+                layout=layout or LabelSettings.from_settings(settings).layout,
+                reprint=reprint,
+            ).id
+    report: dict[str, object] = {
+        "parcels": len(parcels),
+        "out": None,
+        "run": run_id,
+        "label_printed": 0,
+        "skipped": [],
+    }
+    if run_id is not None:
         with ExitStack() as stack:
             on_progress = None
             if sys.stderr.isatty() and not as_json:
@@ -222,34 +242,16 @@ def labels_command(status: str, layout: Layout | None, out: Path, as_json: bool)
                 )
                 on_progress = _pages_to(bar)
             with reported_as_cli_error():
-                pdf = render_run(
-                    [parcel.label for parcel in parcels],
-                    settings=LabelSettings.from_settings(settings),
-                    layout=layout,
-                    on_progress=on_progress,
+                run = label_runs.execute_run(
+                    database=database, settings=settings, run_id=run_id, on_progress=on_progress
                 )
+        assert run.pdf is not None  # a finished run holds its PDF
         partial = out.with_name(out.name + ".partial")
-        partial.write_bytes(pdf)
+        partial.write_bytes(run.pdf)
         partial.replace(out)  # the file appears whole or not at all
-        with database.transaction() as session:
-            printed = 0
-            if status == ClaimStatus.REDEEMED:
-                printed = fulfilment.mark_labels_printed(
-                    session=session,
-                    actor=Actor.system("cli"),
-                    claim_ids=[parcel.claim_id for parcel in parcels],
-                )
-            record_event(
-                session=session,
-                actor=Actor.system("cli"),
-                action="labels.printed",
-                details={
-                    "status": status,
-                    "parcels": len(parcels),
-                    "layout": layout or settings.label_layout,
-                },
-            )
-        report.update(out=str(out), label_printed=printed)
+        report.update(
+            out=str(out), label_printed=0 if reprint else run.printed, skipped=run.skipped
+        )
     _print(report, as_json, f"{len(parcels)} parcel(s) → {report['out'] or 'nothing to print'}.")
 
 

@@ -71,3 +71,8 @@ class ParcelNotFound(DistributionError):
 
 class InvalidShipping(DistributionError):
     title = "Check the shipping details"
+
+
+class RunNotFound(DistributionError):
+    status_code = 404
+    title = "No such label run"

@@ -15,7 +15,7 @@ from wtforms import (
     TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
 from accounts.forms import MultiCheckboxField
 from distribution.addresses import AddressField, address_fields
@@ -208,19 +208,90 @@ class ManifestForm(FlaskForm):
     )
 
 
+_LAYOUTS = [
+    SelectChoice("4x6", "4×6 in thermal"),
+    SelectChoice("a4", "A4, two labels a sheet"),
+    SelectChoice("letter", "US Letter, two a sheet"),
+]
+
+
 class LabelRunForm(FlaskForm):
-    claim_ids = MultiCheckboxField(
-        "Parcels to put on labels",
-        coerce=int,
+    """Selected parcels, or every parcel the queue's filter shows (``everything``)."""
+
+    claim_ids = MultiCheckboxField("Parcels to put on labels", coerce=int)
+    layout = SelectField("Layout", choices=_LAYOUTS)
+    everything = HiddenField()
+
+    def validate_claim_ids(self, field: MultiCheckboxField) -> None:
         # Not DataRequired: it would mark every checkbox required, and a browser then refuses
         # the form unless all of them are ticked.
-        validators=[Length(min=1, message="Select at least one parcel.")],
+        if not field.data and not self.everything.data:
+            raise ValidationError("Select at least one parcel.")
+
+
+class ReprintForm(FlaskForm):
+    claim_ids = MultiCheckboxField("Labels to print again", coerce=int)
+    layout = SelectField("Layout", choices=_LAYOUTS)
+
+    def validate_claim_ids(self, field: MultiCheckboxField) -> None:
+        if not field.data:
+            raise ValidationError("Select at least one label.")
+
+
+_AGES = [
+    SelectChoice(0, "Any age"),
+    SelectChoice(1, "Waiting 1 day or more"),
+    SelectChoice(3, "Waiting 3 days or more"),
+    SelectChoice(7, "Waiting a week or more"),
+]
+
+
+class QueueFilterForm(FlaskForm):
+    """The queue's filter, in the address bar (a GET form: nothing changes)."""
+
+    class Meta:
+        csrf = False
+
+    country = SelectField("Destination", validators=[Optional()])
+    sku = SelectField("Model", validators=[Optional()])
+    min_age_days = SelectField("Age", coerce=int, choices=_AGES, validators=[Optional()])
+
+
+class FindParcelForm(FlaskForm):
+    class Meta:
+        csrf = False
+
+    reference = StringField(
+        "Parcel reference (scan the barcode)",
+        validators=[DataRequired("Scan or type the reference on the label."), Length(max=40)],
     )
-    layout = SelectField(
-        "Layout",
-        choices=[
-            SelectChoice("4x6", "4×6 in thermal"),
-            SelectChoice("a4", "A4, two labels a sheet"),
-            SelectChoice("letter", "US Letter, two a sheet"),
+
+
+class ReasonForm(FlaskForm):
+    """Voiding a label, a returned or lost parcel, a decision: a few words of why."""
+
+    reason = TextAreaField(
+        "Reason",
+        validators=[
+            DataRequired("Say why, in a few words."),
+            Length(min=3, max=1000, message="Between 3 and 1,000 characters."),
+        ],
+    )
+
+
+class NoteForm(FlaskForm):
+    reason = TextAreaField("Note (optional)", validators=[Optional(), Length(max=1000)])
+
+
+class DamagedKeyForm(ReasonForm):
+    sku = SelectField("Damaged key", validators=[DataRequired("Choose the damaged key.")])
+
+
+class DeliveriesForm(FlaskForm):
+    deliveries = TextAreaField(
+        "Delivery events (CSV: reference, delivered at)",
+        validators=[
+            DataRequired("Paste the delivery events."),
+            Length(max=500_000, message="At most 500,000 characters."),
         ],
     )

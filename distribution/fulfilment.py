@@ -1,26 +1,29 @@
-"""Fulfilment: which parcels wait for a label, what a finished label run changes, shipping
-(one scanned parcel or a carrier manifest) and delivery.
+"""Fulfilment: the queue of parcels waiting for a label, shipping (one scanned parcel or a
+carrier manifest), delivery (one parcel or a carrier's delivery file) and voiding a label.
 
-A run is rendered outside any transaction (it may take a minute); only once its PDF is
-complete are its claims moved to ``label_printed``, and only those still waiting: a claim
-cancelled or re-addressed meanwhile keeps its own state.
+A claim's parcels are its shipments; the newest is the current one (a returned parcel is sent
+again, a lost one replaced). Label runs themselves live in ``label_runs``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from accounts.models import Maintainer
-from db import Actor, utcnow
+from db import Actor, record_event, utcnow
 from distribution import stock
-from distribution.claims import items_of, transition_claim
+from distribution.claims import new_shipment_reference, transition_claim
 from distribution.errors import ClaimLocked, InvalidShipping, ParcelNotFound
 from distribution.labels import ParcelLabel
-from distribution.models import Claim, ClaimStatus, KeyModel, Shipment
+from distribution.models import Claim, ClaimStatus, KeyModel, LabelRun, Shipment
 from mail import Mail, Mailer
 from settings import Settings
 
@@ -29,51 +32,111 @@ from settings import Settings
 class QueuedParcel:
     claim_id: int
     label: ParcelLabel
+    queued_at: datetime  # when the parcel entered the queue (redeemed, re-addressed, replaced)
+    skus: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """Which waiting parcels staff look at: a destination, a model, a minimum age in days."""
+
+    country: str = ""
+    sku: str = ""
+    min_age_days: int = 0
+
+    def admits(self, parcel: QueuedParcel, now: datetime) -> bool:
+        return (
+            (not self.country or parcel.label.country == self.country)
+            and (not self.sku or self.sku in parcel.skus)
+            and parcel.queued_at <= now - timedelta(days=self.min_age_days)
+        )
+
+
+@dataclass(frozen=True)
+class Queue:
+    """The parcels a filter admits, oldest first, and counts over the whole queue."""
+
+    parcels: list[QueuedParcel]
+    total: int
+    by_country: Counter[str] = field(default_factory=Counter)
+    by_model: Counter[str] = field(default_factory=Counter)
+    in_runs: int = 0  # waiting parcels a live label run is printing right now
+
+
+def current_shipments() -> sa.ScalarSelect[int]:
+    """The newest shipment of each claim: the parcel that counts now."""
+    return sa.select(sa.func.max(Shipment.id)).group_by(col(Shipment.claim_id)).scalar_subquery()
+
+
+def label_queue(*, session: Session, base_url: str, wanted: QueueFilter = QueueFilter()) -> Queue:
+    """Parcels waiting for a label and not in a live run, oldest first."""
+    now = utcnow()
+    live_runs = {
+        run.id
+        for run in session.exec(
+            select(LabelRun)
+            .options(sa.orm.defer(LabelRun.pdf))  # type: ignore[arg-type]
+            .where(LabelRun.status == "rendering")
+        ).all()
+        if run.is_live(now)
+    }
+    waiting = _parcels(session, base_url, col(Claim.status) == ClaimStatus.REDEEMED.value)
+    free = [(claim, parcel) for claim, parcel in waiting if claim.label_run_id not in live_runs]
+    parcels = [parcel for _claim, parcel in free]
+    return Queue(
+        parcels=[parcel for parcel in parcels if wanted.admits(parcel, now)],
+        total=len(parcels),
+        by_country=Counter(parcel.label.country for parcel in parcels),
+        by_model=Counter(sku for parcel in parcels for sku in parcel.skus),
+        in_runs=len(waiting) - len(free),
+    )
 
 
 def parcels_with_status(
     *, session: Session, status: ClaimStatus, base_url: str
 ) -> list[QueuedParcel]:
-    """Parcels of claims in ``status``, oldest claim first, ready to be put on labels."""
+    """The current parcels of claims in ``status``, oldest first."""
+    return [p for _c, p in _parcels(session, base_url, col(Claim.status) == status.value)]
+
+
+def parcels_of_claims(
+    *, session: Session, claim_ids: Sequence[int], base_url: str
+) -> list[QueuedParcel]:
+    """The current parcels of these claims, whatever their status, oldest first."""
+    return [p for _c, p in _parcels(session, base_url, col(Claim.id).in_(claim_ids))]
+
+
+def _parcels(
+    session: Session, base_url: str, condition: sa.ColumnElement[bool]
+) -> list[tuple[Claim, QueuedParcel]]:
     rows = session.exec(
         select(Claim, Shipment)
         .join(Shipment, col(Shipment.claim_id) == Claim.id)
-        .where(Claim.status == status.value)
-        .order_by(col(Claim.redeemed_at), col(Claim.id))
+        .where(condition, col(Shipment.id).in_(current_shipments()))
+        .order_by(col(Shipment.created_at), col(Claim.id))
     ).all()
     names = {model.sku: model.name for model in session.exec(select(KeyModel)).all()}
     return [
-        QueuedParcel(
-            claim_id=claim.id or 0,
-            label=ParcelLabel(
-                reference=shipment.reference,
-                claim_reference=f"Claim {claim.id} · code …{claim.code_hint}",
-                recipient_lines=list(shipment.address_lines),
-                recipient_local=shipment.recipient_name_local,
-                phone=shipment.phone,
-                country=shipment.country,
-                items=[
-                    (names.get(sku, sku), n)
-                    for sku, n in sorted(items_of(session=session, claim=claim).items())
-                ],
-                activation_url=f"{base_url}/claim",
+        (
+            claim,
+            QueuedParcel(
+                claim_id=claim.id or 0,
+                queued_at=shipment.created_at,
+                skus=tuple(sorted(shipment.items)),
+                label=ParcelLabel(
+                    reference=shipment.reference,
+                    claim_reference=f"Claim {claim.id} · code …{claim.code_hint}",
+                    recipient_lines=list(shipment.address_lines),
+                    recipient_local=shipment.recipient_name_local,
+                    phone=shipment.phone,
+                    country=shipment.country,
+                    items=[(names.get(sku, sku), n) for sku, n in sorted(shipment.items.items())],
+                    activation_url=f"{base_url}/claim",
+                ),
             ),
         )
         for claim, shipment in rows
     ]
-
-
-def mark_labels_printed(*, session: Session, actor: Actor, claim_ids: list[int]) -> int:
-    """After a complete run: its claims that still wait for a label have one now."""
-    claims = session.exec(
-        select(Claim).where(
-            col(Claim.id).in_(claim_ids), Claim.status == ClaimStatus.REDEEMED.value
-        )
-    ).all()
-    for claim in claims:
-        transition_claim(session, claim, ClaimStatus.LABEL_PRINTED, actor=actor)
-    session.flush()
-    return len(claims)
 
 
 def find_parcel(*, session: Session, reference: str) -> tuple[Claim, Shipment]:
@@ -89,6 +152,20 @@ def find_parcel(*, session: Session, reference: str) -> tuple[Claim, Shipment]:
     return row[0], row[1]
 
 
+def find_current_parcel(*, session: Session, reference: str) -> tuple[Claim, Shipment]:
+    """Like ``find_parcel``, refusing a parcel that a newer one of the same claim replaced."""
+    claim, shipment = find_parcel(session=session, reference=reference)
+    newest = session.exec(
+        select(sa.func.max(Shipment.id)).where(Shipment.claim_id == claim.id)
+    ).one()
+    if shipment.id != newest:
+        raise ClaimLocked(
+            f"Parcel {shipment.reference} was replaced by a newer parcel of the same claim: "
+            "use the newest label."
+        )
+    return claim, shipment
+
+
 def ship_parcel(
     *,
     session: Session,
@@ -100,21 +177,16 @@ def ship_parcel(
     tracking_number: str,
 ) -> Shipment:
     """The parcel left: the ledger loses its keys and the maintainer gets a tracking link."""
-    claim, shipment = find_parcel(session=session, reference=reference)
+    claim, shipment = find_current_parcel(session=session, reference=reference)
     if claim.status != ClaimStatus.LABEL_PRINTED:
         raise ClaimLocked(
-            f"Parcel {shipment.reference} is {claim.status.replace('_', ' ')}: only a parcel "
+            f"Parcel {shipment.reference} is {_status(claim)}: only a parcel "
             "with a printed label can be shipped."
         )
     if not tracking_number.strip():
         raise InvalidShipping("Enter the carrier's tracking number.")
     transition_claim(session, claim, ClaimStatus.SHIPPED, actor=actor)
-    stock.ship(
-        session=session,
-        actor=actor,
-        items=items_of(session=session, claim=claim),
-        reference=shipment.reference,
-    )
+    stock.ship(session=session, actor=actor, items=shipment.items, reference=shipment.reference)
     shipment.carrier, shipment.tracking_number = carrier.strip(), tracking_number.strip()
     shipment.shipped_at = utcnow()
     session.flush()
@@ -139,13 +211,61 @@ def ship_parcel(
     return shipment
 
 
-def record_delivery(*, session: Session, actor: Actor, reference: str) -> Shipment:
-    """The carrier delivered the parcel."""
-    claim, shipment = find_parcel(session=session, reference=reference)
+def record_delivery(
+    *, session: Session, actor: Actor, reference: str, delivered_at: datetime | None = None
+) -> Shipment:
+    """The carrier delivered the parcel (at ``delivered_at``, by default now)."""
+    claim, shipment = find_current_parcel(session=session, reference=reference)
+    when = delivered_at or utcnow()
+    problem = _delivery_problem(claim, shipment, when)
+    if problem:
+        raise ClaimLocked(f"Parcel {shipment.reference}: {problem}.")
     transition_claim(session, claim, ClaimStatus.DELIVERED, actor=actor)
-    shipment.delivered_at = utcnow()
+    shipment.delivered_at = when
     session.flush()
     return shipment
+
+
+def _delivery_problem(claim: Claim, shipment: Shipment, when: datetime) -> str:
+    if claim.status != ClaimStatus.SHIPPED:
+        return f"the parcel is {_status(claim)}, not on its way"
+    if when > utcnow() + timedelta(minutes=5):
+        return "the delivery time is in the future"
+    if shipment.shipped_at and when < shipment.shipped_at:
+        return "the delivery time is before the parcel shipped"
+    return ""
+
+
+def void_label(*, session: Session, actor: Actor, reference: str, reason: str) -> Shipment:
+    """A printed label is void (misprinted, torn, wrong printer): the parcel goes back to the
+    queue under a new reference, so the old label can never be scanned by mistake."""
+    claim, shipment = find_current_parcel(session=session, reference=reference)
+    if claim.status != ClaimStatus.LABEL_PRINTED:
+        raise ClaimLocked(
+            f"Parcel {shipment.reference} is {_status(claim)}: only a printed label that has "
+            "not shipped can be voided."
+        )
+    if len(reason.strip()) < 3:
+        raise InvalidShipping("Say why the label is void (a few words).")
+    transition_claim(session, claim, ClaimStatus.REDEEMED, actor=actor)
+    before, shipment.reference = shipment.reference, new_shipment_reference()
+    session.flush()
+    record_event(
+        session=session,
+        actor=actor,
+        action="shipment.label_voided",
+        subject_kind="claim",
+        subject_id=claim.id,
+        details={"before": before, "after": shipment.reference, "reason": reason.strip()},
+    )
+    return shipment
+
+
+def _status(claim: Claim) -> str:
+    return claim.status.replace("_", " ")
+
+
+# --- carrier files ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -159,22 +279,34 @@ class ManifestLine:
     problem: str = ""
 
 
+@dataclass(frozen=True)
+class DeliveryLine:
+    """One line of a carrier's delivery file (reference, delivered at) and its problem."""
+
+    line: int
+    reference: str
+    delivered_at: datetime | None
+    problem: str = ""
+
+
+def _csv_rows(text: str, header: list[str]) -> list[tuple[int, list[str]]]:
+    """Numbered non-blank rows of a CSV, its header (if it has one) left out."""
+    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    first = 1
+    if rows and [cell.strip().lower() for cell in rows[0]] == header:
+        rows, first = rows[1:], 2
+    return [
+        (number, row)
+        for number, row in enumerate(rows, start=first)
+        if any(cell.strip() for cell in row)
+    ]
+
+
 def read_manifest(*, session: Session, text: str) -> list[ManifestLine]:
     """Check a manifest CSV line by line, without changing anything (the preview)."""
-    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
-    if rows and [cell.strip().lower() for cell in rows[0]] == [
-        "reference",
-        "carrier",
-        "tracking_number",
-    ]:
-        rows, first = rows[1:], 2
-    else:
-        first = 1
     lines = []
     seen: set[str] = set()
-    for number, row in enumerate(rows, start=first):
-        if not any(cell.strip() for cell in row):
-            continue
+    for number, row in _csv_rows(text, ["reference", "carrier", "tracking_number"]):
         cells = [cell.strip() for cell in row] + ["", "", ""]
         reference, carrier, tracking = cells[0].upper(), cells[1], cells[2]
         problem = ""
@@ -186,12 +318,12 @@ def read_manifest(*, session: Session, text: str) -> list[ManifestLine]:
             problem = "this parcel is listed twice"
         else:
             try:
-                claim, _shipment = find_parcel(session=session, reference=reference)
-            except ParcelNotFound as missing:
+                claim, _shipment = find_current_parcel(session=session, reference=reference)
+            except (ParcelNotFound, ClaimLocked) as missing:
                 problem = missing.message
             else:
                 if claim.status != ClaimStatus.LABEL_PRINTED:
-                    problem = f"the parcel is {claim.status.replace('_', ' ')}, not waiting to ship"
+                    problem = f"the parcel is {_status(claim)}, not waiting to ship"
         seen.add(reference)
         lines.append(ManifestLine(number, reference, carrier, tracking, problem))
     return lines
@@ -214,3 +346,50 @@ def apply_manifest(
                 tracking_number=line.tracking_number,
             )
     return lines
+
+
+def read_deliveries(*, session: Session, text: str) -> list[DeliveryLine]:
+    """Check a delivery file (CSV: reference, delivered_at as ISO 8601, the time optional and
+    UTC unless it says otherwise) line by line, without changing anything (the preview)."""
+    lines = []
+    seen: set[str] = set()
+    for number, row in _csv_rows(text, ["reference", "delivered_at"]):
+        cells = [cell.strip() for cell in row] + ["", ""]
+        reference = cells[0].upper()
+        when, problem = None, ""
+        if len(row) not in (1, 2):
+            problem = f"expected 2 columns (reference, delivered at), found {len(row)}"
+        elif reference in seen:
+            problem = "this parcel is listed twice"
+        else:
+            try:
+                when = _moment(cells[1]) if cells[1] else utcnow()
+                claim, shipment = find_current_parcel(session=session, reference=reference)
+            except ValueError:
+                problem = f"{cells[1][:40]!r} is not a date such as 2026-11-21 or 2026-11-21T14:05"
+            except (ParcelNotFound, ClaimLocked) as missing:
+                problem = missing.message
+            else:
+                problem = _delivery_problem(claim, shipment, when)
+        seen.add(reference)
+        lines.append(DeliveryLine(number, reference, when, problem))
+    return lines
+
+
+def apply_deliveries(*, session: Session, actor: Actor, text: str) -> list[DeliveryLine]:
+    """Record every good line of a delivery file; bad lines are left, with their reason."""
+    lines = read_deliveries(session=session, text=text)
+    for line in lines:
+        if not line.problem:
+            record_delivery(
+                session=session,
+                actor=actor,
+                reference=line.reference,
+                delivered_at=line.delivered_at,
+            )
+    return lines
+
+
+def _moment(text: str) -> datetime:
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

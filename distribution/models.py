@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
@@ -117,10 +117,13 @@ CLAIM_TRANSITIONS: dict[ClaimStatus, frozenset[ClaimStatus]] = {
         {ClaimStatus.SHIPPED, ClaimStatus.REDEEMED, ClaimStatus.CANCELLED}
     ),
     ClaimStatus.SHIPPED: frozenset({ClaimStatus.DELIVERED, ClaimStatus.RETURNED, ClaimStatus.LOST}),
-    ClaimStatus.DELIVERED: frozenset({ClaimStatus.ACTIVATED}),
-    ClaimStatus.RETURNED: frozenset({ClaimStatus.REDEEMED}),
-    ClaimStatus.LOST: frozenset(),
-    ClaimStatus.ACTIVATED: frozenset(),
+    # Back to redeemed: a replacement for a damaged key goes through the queue like any parcel.
+    ClaimStatus.DELIVERED: frozenset({ClaimStatus.ACTIVATED, ClaimStatus.REDEEMED}),
+    # Re-addressed by the maintainer (back to the queue), or given up.
+    ClaimStatus.RETURNED: frozenset({ClaimStatus.REDEEMED, ClaimStatus.CANCELLED}),
+    # A replacement approved by programme staff goes through the queue again.
+    ClaimStatus.LOST: frozenset({ClaimStatus.REDEEMED}),
+    ClaimStatus.ACTIVATED: frozenset({ClaimStatus.REDEEMED}),
     ClaimStatus.EXPIRED: frozenset(),
     ClaimStatus.CANCELLED: frozenset(),
 }
@@ -159,6 +162,9 @@ class Claim(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     redeemed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Set while a label run renders this claim's label: no second run takes it, and its address
+    # cannot change under the printer.
+    label_run_id: int | None = Field(default=None, foreign_key="label_run.id")
 
 
 class ClaimItem(SQLModel, table=True):
@@ -172,8 +178,15 @@ class ClaimItem(SQLModel, table=True):
     quantity: int
 
 
+class ShipmentPurpose(enum.StrEnum):
+    FIRST = "first"
+    RESHIP = "reship"  # after a return, to the address the maintainer corrected
+    REPLACEMENT = "replacement"  # for a lost parcel or a damaged key, approved by programme staff
+
+
 class Shipment(SQLModel, table=True):
-    """Where a redeemed claim goes. The address is personal data, kept only as long as needed."""
+    """One parcel of a claim (the newest is the current one). The address is personal data,
+    kept only as long as needed."""
 
     __tablename__ = "shipment"
 
@@ -193,6 +206,9 @@ class Shipment(SQLModel, table=True):
     tracking_number: str = Field(default="", max_length=60)
     shipped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # What this parcel holds, {sku: quantity}: the claim's keys, or one key replacing a damaged one.
+    items: dict[str, int] = Field(default_factory=dict, sa_type=JSONType, nullable=False)
+    purpose: str = Field(default=ShipmentPurpose.FIRST.value, max_length=20)
 
 
 class WaitlistEntry(SQLModel, table=True):
@@ -214,3 +230,90 @@ class WaitlistEntry(SQLModel, table=True):
     joined_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     offered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     claim_id: int | None = Field(default=None, foreign_key="claim.id")
+
+
+class LabelRunStatus(enum.StrEnum):
+    RENDERING = "rendering"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class LabelRun(SQLModel, table=True):
+    """A PDF of labels and packing slips, rendered in the background; staff follow its pages
+    and download it when done. A first print moves its claims to label_printed at the end."""
+
+    __tablename__ = "label_run"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status IN ('rendering', 'done', 'failed')", name="known_label_run_status"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    reprint: bool = False
+    layout: str = Field(max_length=10)
+    claim_ids: list[int] = Field(default_factory=list, sa_type=JSONType, nullable=False)
+    status: str = Field(default=LabelRunStatus.RENDERING.value, max_length=10)
+    pages_done: int = 0
+    pages_total: int = 0
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    # Renewed as pages are done: a run whose process died stops holding its claims.
+    heartbeat_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    actor_kind: str = Field(max_length=20)
+    actor_id: int | None = None
+    actor_label: str = Field(default="", max_length=200)
+    printed: int = 0
+    # References whose claims changed (cancelled, say) while the run rendered: discard them.
+    skipped: list[str] = Field(default_factory=list, sa_type=JSONType, nullable=False)
+    error: str = Field(default="", max_length=1000)
+    pdf: bytes | None = Field(default=None, sa_type=sa.LargeBinary, nullable=True)
+
+    # Far longer than a chunk of pages takes, even on a busy machine.
+    STALE_AFTER: ClassVar[timedelta] = timedelta(minutes=2)
+
+    def is_live(self, now: datetime) -> bool:
+        """Rendering, in a process that is still alive (its heartbeat is recent)."""
+        return (
+            self.status == LabelRunStatus.RENDERING and self.heartbeat_at >= now - self.STALE_AFTER
+        )
+
+
+class ExceptionKind(enum.StrEnum):
+    RETURNED = "returned"  # back to sender
+    LOST = "lost"  # in transit
+    DAMAGED = "damaged"  # one key arrived broken
+
+
+class Replacement(enum.StrEnum):
+    NOT_NEEDED = "not_needed"  # a returned parcel is simply sent again
+    REQUESTED = "requested"  # waits for programme staff
+    APPROVED = "approved"
+    DECLINED = "declined"
+
+
+class ParcelException(SQLModel, table=True):
+    """Something went wrong with a shipped parcel, and what the programme decided about it."""
+
+    __tablename__ = "parcel_exception"
+    __table_args__ = (
+        sa.CheckConstraint("kind IN ('returned', 'lost', 'damaged')", name="known_exception_kind"),
+        sa.CheckConstraint(
+            "replacement IN ('not_needed', 'requested', 'approved', 'declined')",
+            name="known_replacement",
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    claim_id: int = Field(foreign_key="claim.id", index=True)
+    shipment_id: int = Field(foreign_key="shipment.id")
+    kind: str = Field(max_length=20)
+    reason: str = Field(max_length=1000)
+    sku: str | None = Field(default=None, foreign_key="key_model.sku", max_length=40)
+    reported_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    reported_by: str = Field(max_length=200)
+    replacement: str = Field(max_length=20)
+    decided_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    decided_by: str = Field(default="", max_length=200)
+    decision_note: str = Field(default="", max_length=1000)
+    replacement_shipment_id: int | None = Field(default=None, foreign_key="shipment.id")

@@ -181,6 +181,22 @@ def ship(*, session: Session, actor: Actor, items: Mapping[str, int], reference:
         )
 
 
+def take_back(*, session: Session, actor: Actor, items: Mapping[str, int], reference: str) -> None:
+    """A parcel came back: its keys are on hand again (a ledger row per model), held for the
+    same claim until it ships again or is cancelled."""
+    for sku, quantity in items.items():
+        record_movement(
+            session=session,
+            actor=actor,
+            sku=sku,
+            kind=MovementKind.RETURNED,
+            quantity=quantity,
+            reference=reference,
+            note="Returned to sender",
+        )
+    allocate(session=session, items=items, reserved=0)
+
+
 def _shift(
     session: Session,
     *,

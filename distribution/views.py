@@ -7,17 +7,27 @@ import secrets
 from collections.abc import Callable
 from typing import TypeVar, cast
 
-from flask import Blueprint, flash, make_response, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
+from flask_wtf import FlaskForm
 from sqlmodel import Session
 from wtforms.fields.choices import SelectChoice
 
 from accounts.forms import ConfirmForm
 from accounts.models import Maintainer, StaffRole
 from accounts.services import actor_for
-from db import get_session, utcnow
-from distribution import claims, fulfilment, stock
+from db import Actor, get_database, get_session
+from distribution import claims, exceptions, fulfilment, label_runs, stock
 from distribution.addresses import (
     InvalidAddress,
     normalize_phone,
@@ -39,17 +49,23 @@ from distribution.errors import (
 )
 from distribution.forms import (
     AdjustStockForm,
+    DamagedKeyForm,
+    DeliveriesForm,
+    FindParcelForm,
     LabelRunForm,
     ManifestForm,
+    NoteForm,
+    QueueFilterForm,
+    ReasonForm,
     ReceiveStockForm,
     RedemptionForm,
+    ReprintForm,
     ShipForm,
     ShippingForm,
     shipping_form_for,
     with_models,
 )
-from distribution.labels import LabelSettings, render_run
-from distribution.models import ClaimStatus
+from distribution.models import ClaimStatus, LabelRun, Shipment
 from eligibility.countries import country_name, served_choices
 from eligibility.decisions import decide
 from mail import get_mailer
@@ -100,6 +116,8 @@ def my_claim() -> ResponseReturnValue:
             session=session, settings=settings, maintainer=maintainer, country=maintainer.country
         ),
         waiting=claims.waitlist_position(session=session, maintainer=maintainer),
+        exceptions=exceptions.exceptions_of(session=session, claim=claim) if claim else [],
+        cancellable=claim is not None and claims.cancellable(session=session, claim=claim),
         form=ConfirmForm(),
         model_names={model.sku: model.name for model in stock.key_models(session=session)},
     )
@@ -370,34 +388,205 @@ def _render_stock(receive: ReceiveStockForm, adjust: AdjustStockForm) -> str:
 @bp.get("/staff/shipping")
 @staff_required(StaffRole.SHIPPING)
 def shipping_desk() -> ResponseReturnValue:
-    return _render_shipping(ShipForm(), ManifestForm(), LabelRunForm())
+    return _render_shipping(LabelRunForm(formdata=None))
 
 
 @bp.post("/staff/shipping/labels")
 @staff_required(StaffRole.SHIPPING)
 def print_labels() -> ResponseReturnValue:
-    """Render the selected parcels' labels; they become label_printed once the PDF is made."""
-    session, settings = get_session(), get_settings()
-    queued = _waiting(session)
+    """Start a run of the selected parcels' labels (or of all the filter shows)."""
+    session = get_session()
+    queue = _queue(session)
     form = LabelRunForm()
-    form.claim_ids.choices = _parcel_choices(queued)
+    form.claim_ids.choices = _parcel_choices(queue.parcels)
     if not form.validate_on_submit():
-        return _render_shipping(ShipForm(formdata=None), ManifestForm(formdata=None), form), 400
-    chosen = [q for q in queued if q.claim_id in set(form.claim_ids.data)]
-    pdf = render_run(
-        [q.label for q in chosen],
-        settings=LabelSettings.from_settings(settings),
+        return _render_shipping(form), 400
+    ids = [q.claim_id for q in queue.parcels] if form.everything.data else form.claim_ids.data
+    run = label_runs.start_run(
+        session=session, actor=actor_for(current_user), claim_ids=ids, layout=form.layout.data
+    )
+    return _follow(run)
+
+
+@bp.post("/staff/shipping/reprint")
+@staff_required(StaffRole.SHIPPING)
+def reprint_labels() -> ResponseReturnValue:
+    """Print the labels of parcels that wait to ship once more (audited; nothing moves)."""
+    session = get_session()
+    form = ReprintForm()
+    form.claim_ids.choices = _parcel_choices(_printed(session))
+    if not form.validate_on_submit():
+        return _render_shipping(LabelRunForm(formdata=None), reprint=form), 400
+    run = label_runs.start_run(
+        session=session,
+        actor=actor_for(current_user),
+        claim_ids=form.claim_ids.data,
         layout=form.layout.data,
+        reprint=True,
     )
-    fulfilment.mark_labels_printed(
-        session=session, actor=actor_for(current_user), claim_ids=[q.claim_id for q in chosen]
+    return _follow(run)
+
+
+def _follow(run: LabelRun) -> ResponseReturnValue:
+    """Render the run once this request's commit made it visible; show its progress."""
+    database, settings, run_id = get_database(), get_settings(), run.id or 0
+    response = redirect(url_for("distribution.label_run", run_id=run_id))
+    response.call_on_close(
+        lambda: label_runs.run_in_background(database=database, settings=settings, run_id=run_id)
     )
+    return response
+
+
+@bp.get("/staff/shipping/runs/<int:run_id>")
+@staff_required(StaffRole.SHIPPING)
+def label_run(run_id: int) -> ResponseReturnValue:
+    view = label_runs.get_run(session=get_session(), run_id=run_id)
+    return render_template("distribution/label_run.html", view=view)
+
+
+@bp.get("/staff/shipping/runs/<int:run_id>/labels.pdf")
+@staff_required(StaffRole.SHIPPING)
+def label_run_pdf(run_id: int) -> ResponseReturnValue:
+    run, pdf = label_runs.run_pdf(session=get_session(), run_id=run_id)
     response = make_response(pdf)
     response.headers["Content-Type"] = "application/pdf"
     response.headers["Content-Disposition"] = (
-        f'attachment; filename="labels-{utcnow():%Y%m%d-%H%M}.pdf"'
+        f'attachment; filename="labels-{run.id}-{run.created_at:%Y%m%d-%H%M}.pdf"'
     )
     return response
+
+
+@bp.get("/staff/shipping/parcel")
+@staff_required(StaffRole.SHIPPING, StaffRole.PROGRAMME)
+def find_parcel() -> ResponseReturnValue:
+    form = FindParcelForm(formdata=request.args)
+    if form.validate():
+        try:
+            _claim, shipment = fulfilment.find_parcel(
+                session=get_session(), reference=form.reference.data
+            )
+        except ParcelNotFound as problem:
+            form.reference.errors = [problem.message]
+        else:
+            return redirect(url_for("distribution.parcel", reference=shipment.reference))
+    return _render_shipping(LabelRunForm(formdata=None), find=form), 404
+
+
+@bp.get("/staff/shipping/parcels/<reference>")
+@staff_required(StaffRole.SHIPPING, StaffRole.PROGRAMME)
+def parcel(reference: str) -> ResponseReturnValue:
+    return _render_parcel(reference)
+
+
+@bp.post("/staff/shipping/parcels/<reference>/<action>")
+@staff_required(StaffRole.SHIPPING)
+def parcel_action(reference: str, action: str) -> ResponseReturnValue:
+    """Void the label, record the delivery, a return, a loss or a damaged key."""
+    if action not in _PARCEL_ACTIONS:
+        abort(404)
+    session = get_session()
+    claim, shipment = fulfilment.find_parcel(session=session, reference=reference)
+    form_class, act = _PARCEL_ACTIONS[action]
+    form = _with_keys(form_class(), shipment)
+    if form.validate_on_submit():
+        try:
+            done = act(session, actor_for(current_user), shipment.reference, form)
+        except (ClaimLocked, InvalidShipping) as problem:
+            form.form_errors.append(problem.message)
+        else:
+            flash(done, "success")
+            current = claims.shipment_of(session=session, claim=claim) or shipment
+            return redirect(url_for("distribution.parcel", reference=current.reference))
+    return _render_parcel(reference, **{action: form}), 400
+
+
+def _void(session: Session, actor: Actor, reference: str, form: FlaskForm) -> str:
+    shipment = fulfilment.void_label(
+        session=session, actor=actor, reference=reference, reason=_reason(form)
+    )
+    return f"Label voided; the parcel is back in the queue as {shipment.reference}."
+
+
+def _deliver(session: Session, actor: Actor, reference: str, _form: FlaskForm) -> str:
+    fulfilment.record_delivery(session=session, actor=actor, reference=reference)
+    return "Delivery recorded."
+
+
+def _returned(session: Session, actor: Actor, reference: str, form: FlaskForm) -> str:
+    exceptions.mark_returned(
+        session=session,
+        mailer=get_mailer(),
+        settings=get_settings(),
+        actor=actor,
+        reference=reference,
+        note=_reason(form),
+    )
+    return (
+        "Returned to sender: the keys are back in stock, held for the maintainer, who is "
+        "asked to correct the address."
+    )
+
+
+def _lost(session: Session, actor: Actor, reference: str, form: FlaskForm) -> str:
+    exceptions.mark_lost(
+        session=session, mailer=get_mailer(), actor=actor, reference=reference, reason=_reason(form)
+    )
+    return "Written off as lost; a replacement waits for programme staff."
+
+
+def _damaged(session: Session, actor: Actor, reference: str, form: FlaskForm) -> str:
+    exceptions.report_damaged(
+        session=session,
+        actor=actor,
+        reference=reference,
+        sku=cast(DamagedKeyForm, form).sku.data,
+        reason=_reason(form),
+    )
+    return "Damaged key recorded; its replacement waits for programme staff."
+
+
+def _reason(form: FlaskForm) -> str:
+    return str(cast(ReasonForm | NoteForm, form).reason.data or "")
+
+
+_ParcelAction = Callable[[Session, Actor, str, FlaskForm], str]
+_PARCEL_ACTIONS: dict[str, tuple[type[FlaskForm], _ParcelAction]] = {
+    "void": (ReasonForm, _void),
+    "deliver": (ConfirmForm, _deliver),
+    "returned": (NoteForm, _returned),
+    "lost": (ReasonForm, _lost),
+    "damaged": (DamagedKeyForm, _damaged),
+}
+
+
+def _with_keys(form: FlaskForm, shipment: Shipment) -> FlaskForm:
+    """The damaged-key form offers the keys the parcel held."""
+    if isinstance(form, DamagedKeyForm):
+        names = {m.sku: m.name for m in stock.key_models(session=get_session())}
+        form.sku.choices = [
+            SelectChoice(sku, names.get(sku, sku)) for sku in sorted(shipment.items)
+        ]
+    return form
+
+
+def _render_parcel(reference: str, **given: FlaskForm) -> str:
+    session = get_session()
+    claim, shipment = fulfilment.find_parcel(session=session, reference=reference)
+    forms = {
+        name: given.get(name) or _with_keys(form_class(formdata=None), shipment)
+        for name, (form_class, _act) in _PARCEL_ACTIONS.items()
+    }
+    return render_template(
+        "distribution/parcel.html",
+        claim=claim,
+        shipment=shipment,
+        current=claims.shipment_of(session=session, claim=claim),
+        parcels=claims.shipments_of(session=session, claim=claim),
+        timeline=claims.timeline(session=session, claim=claim),
+        exceptions=exceptions.exceptions_of(session=session, claim=claim),
+        forms=forms,
+        model_names={m.sku: m.name for m in stock.key_models(session=session)},
+    )
 
 
 @bp.post("/staff/shipping/ship")
@@ -421,7 +610,7 @@ def ship_parcel() -> ResponseReturnValue:
         else:
             flash(f"Parcel {shipment.reference} shipped with {shipment.carrier}.", "success")
             return redirect(url_for("distribution.shipping_desk"))
-    return _render_shipping(form, ManifestForm(formdata=None), LabelRunForm(formdata=None)), 400
+    return _render_shipping(LabelRunForm(formdata=None), ship=form), 400
 
 
 @bp.post("/staff/shipping/manifest")
@@ -429,7 +618,7 @@ def ship_parcel() -> ResponseReturnValue:
 def manifest_preview() -> ResponseReturnValue:
     form = ManifestForm()
     if not form.validate_on_submit():
-        return _render_shipping(ShipForm(formdata=None), form, LabelRunForm(formdata=None)), 400
+        return _render_shipping(LabelRunForm(formdata=None), manifest=form), 400
     lines = fulfilment.read_manifest(session=get_session(), text=form.manifest.data)
     return render_template("distribution/manifest.html", lines=lines, form=form)
 
@@ -452,20 +641,124 @@ def manifest_apply() -> ResponseReturnValue:
     return redirect(url_for("distribution.shipping_desk"))
 
 
-def _waiting(session: Session) -> list[fulfilment.QueuedParcel]:
-    return fulfilment.parcels_with_status(
-        session=session, status=ClaimStatus.REDEEMED, base_url=get_settings().base_url
+@bp.post("/staff/shipping/deliveries")
+@staff_required(StaffRole.SHIPPING)
+def deliveries_preview() -> ResponseReturnValue:
+    form = DeliveriesForm()
+    if not form.validate_on_submit():
+        return _render_shipping(LabelRunForm(formdata=None), deliveries=form), 400
+    lines = fulfilment.read_deliveries(session=get_session(), text=form.deliveries.data)
+    return render_template("distribution/deliveries.html", lines=lines, form=form)
+
+
+@bp.post("/staff/shipping/deliveries/apply")
+@staff_required(StaffRole.SHIPPING)
+def deliveries_apply() -> ResponseReturnValue:
+    form = DeliveriesForm()
+    if not form.validate_on_submit():
+        return redirect(url_for("distribution.shipping_desk"))
+    lines = fulfilment.apply_deliveries(
+        session=get_session(), actor=actor_for(current_user), text=form.deliveries.data
+    )
+    done = sum(1 for line in lines if not line.problem)
+    flash(f"Recorded {done} delivery(ies); {len(lines) - done} line(s) left out.", "success")
+    return redirect(url_for("distribution.shipping_desk"))
+
+
+@bp.get("/staff/replacements")
+@staff_required(StaffRole.PROGRAMME)
+def replacements() -> ResponseReturnValue:
+    return _render_replacements()
+
+
+@bp.post("/staff/replacements/<int:exception_id>/<decision>")
+@staff_required(StaffRole.PROGRAMME)
+def decide_replacement(exception_id: int, decision: str) -> ResponseReturnValue:
+    if decision not in ("approve", "decline"):
+        abort(404)
+    form = ReasonForm() if decision == "decline" else NoteForm()
+    if form.validate_on_submit():
+        session, actor, note = get_session(), actor_for(current_user), form.reason.data or ""
+        try:
+            if decision == "approve":
+                parcel = exceptions.approve_replacement(
+                    session=session,
+                    mailer=get_mailer(),
+                    actor=actor,
+                    exception_id=exception_id,
+                    note=note,
+                )
+                flash(f"Replacement {parcel.reference} is in the shipping queue.", "success")
+            else:
+                exceptions.decline_replacement(
+                    session=session,
+                    mailer=get_mailer(),
+                    actor=actor,
+                    exception_id=exception_id,
+                    note=note,
+                )
+                flash("Replacement declined; the maintainer is told why.", "info")
+        except (ClaimLocked, NoKeysLeft, InvalidShipping, ParcelNotFound) as problem:
+            form.form_errors.append(problem.message)
+        else:
+            return redirect(url_for("distribution.replacements"))
+    return _render_replacements(exception_id, decision, form), 400
+
+
+def _render_replacements(
+    failed_id: int | None = None, decision: str = "", failed: FlaskForm | None = None
+) -> str:
+    session = get_session()
+    return render_template(
+        "distribution/replacements.html",
+        waiting=exceptions.open_replacements(session=session),
+        failed_id=failed_id,
+        decision=decision,
+        failed=failed,
+        approve_form=NoteForm(formdata=None),
+        decline_form=ReasonForm(formdata=None),
+        model_names={m.sku: m.name for m in stock.key_models(session=session)},
     )
 
 
-def _parcel_choices(queued: list[fulfilment.QueuedParcel]) -> list[SelectChoice]:
+def _queue_filter(session: Session) -> tuple[QueueFilterForm, fulfilment.QueueFilter]:
+    """The filter in the address bar (an unknown value just means "any")."""
+    form = QueueFilterForm(formdata=request.args)
+    form.country.choices = [SelectChoice("", "Any destination")] + [
+        SelectChoice(code, country_name(code)) for code in get_settings().countries
+    ]
+    form.sku.choices = [SelectChoice("", "Any model")] + [
+        SelectChoice(m.sku, m.name) for m in stock.key_models(session=session)
+    ]
+    if not form.validate():
+        return QueueFilterForm(formdata=None), fulfilment.QueueFilter()
+    return form, fulfilment.QueueFilter(
+        country=form.country.data or "",
+        sku=form.sku.data or "",
+        min_age_days=form.min_age_days.data or 0,
+    )
+
+
+def _queue(session: Session) -> fulfilment.Queue:
+    _form, wanted = _queue_filter(session)
+    return fulfilment.label_queue(session=session, base_url=get_settings().base_url, wanted=wanted)
+
+
+def _printed(session: Session) -> list[fulfilment.QueuedParcel]:
+    return fulfilment.parcels_with_status(
+        session=session, status=ClaimStatus.LABEL_PRINTED, base_url=get_settings().base_url
+    )
+
+
+def _parcel_choices(parcels: list[fulfilment.QueuedParcel]) -> list[SelectChoice]:
     return [
         SelectChoice(
             q.claim_id,
             f"{q.label.reference} — {q.label.recipient_lines[-1].title()}, "
-            f"{q.label.key_count} key{'s' if q.label.key_count != 1 else ''}",
+            f"{q.label.key_count} key{'s' if q.label.key_count != 1 else ''}, "
+            f"waiting since {q.queued_at:%-d %b}",
         )
-        for q in queued
+        for q in parcels
     ]
 
 
@@ -473,14 +766,41 @@ def _carriers() -> list[SelectChoice]:
     return [SelectChoice(name, name) for name, _url in get_settings().carrier_tracking_urls]
 
 
-def _render_shipping(ship: ShipForm, manifest: ManifestForm, run: LabelRunForm) -> str:
-    queued = _waiting(get_session())
+# The queue page lists this many parcels; "print all shown" takes every one the filter admits.
+QUEUE_PAGE = 200
+
+
+def _render_shipping(
+    run: LabelRunForm,
+    *,
+    reprint: ReprintForm | None = None,
+    ship: ShipForm | None = None,
+    manifest: ManifestForm | None = None,
+    deliveries: DeliveriesForm | None = None,
+    find: FindParcelForm | None = None,
+) -> str:
+    session = get_session()
+    filter_form, _wanted = _queue_filter(session)
+    queue = _queue(session)
+    printed = _printed(session)
+    run.claim_ids.choices = _parcel_choices(queue.parcels[:QUEUE_PAGE])
+    reprint = reprint or ReprintForm(formdata=None)
+    reprint.claim_ids.choices = _parcel_choices(printed)
+    ship = ship or ShipForm(formdata=None)
     ship.carrier.choices = _carriers()
-    run.claim_ids.choices = _parcel_choices(queued)
     return render_template(
         "distribution/shipping.html",
-        queued=queued,
-        ship_form=ship,
-        manifest_form=manifest,
+        queue=queue,
+        page_size=QUEUE_PAGE,
+        filter_form=filter_form,
+        printed=printed,
+        runs=label_runs.recent_runs(session=session),
         run_form=run,
+        reprint_form=reprint,
+        ship_form=ship,
+        manifest_form=manifest or ManifestForm(formdata=None),
+        deliveries_form=deliveries or DeliveriesForm(formdata=None),
+        find_form=find or FindParcelForm(formdata=None),
+        country_name=country_name,
+        model_names={m.sku: m.name for m in stock.key_models(session=session)},
     )

@@ -13,11 +13,15 @@ from sqlmodel import Session
 
 from accounts import services
 from accounts.models import Maintainer, Staff, StaffRole
-from db import Actor
+from db import Actor, Database
+from distribution import label_runs
+from distribution.labels import Layout
+from distribution.models import LabelRun
 from distribution.stock import receive_stock
 from eligibility.critical import ImportSummary, import_download_statistics
 from eligibility.models import ProjectRoleKind
 from eligibility.services import ensure_project, grant_project_role
+from settings import Settings
 
 STAFF_PASSWORD = "correct horse battery staple"
 _numbers = itertools.count(1)
@@ -136,3 +140,32 @@ def make_owner(session: Session, project: str, **details: Any) -> Maintainer:
 def receive_keys(session: Session, quantities: dict[str, int], reference: str = "TEST") -> None:
     for sku, quantity in quantities.items():
         receive_stock(session=session, actor=ACTOR, sku=sku, quantity=quantity, reference=reference)
+
+
+def database_on(session: Session) -> Database:
+    """A Database whose sessions join ``session``'s connection (and its rolled-back test
+    transaction): what a job sees when it opens its own transactions."""
+    connection = session.connection()
+    database = Database(connection.engine)
+    database.sessionmaker.configure(bind=connection, join_transaction_mode="create_savepoint")
+    return database
+
+
+def print_labels(
+    session: Session,
+    settings: Settings,
+    claim_ids: Iterable[int],
+    *,
+    reprint: bool = False,
+    layout: Layout = "4x6",
+) -> LabelRun:
+    """A whole label run, as the shipping desk starts it and its job finishes it."""
+    run = label_runs.start_run(
+        session=session, actor=ACTOR, claim_ids=list(claim_ids), layout=layout, reprint=reprint
+    )
+    session.flush()
+    done = label_runs.execute_run(
+        database=database_on(session), settings=settings, run_id=run.id or 0
+    )
+    session.expire_all()
+    return done

@@ -56,6 +56,16 @@ EXPECTED: dict[str, str | set[StaffRole]] = {
     "distribution.ship_parcel": {StaffRole.SHIPPING},
     "distribution.manifest_preview": {StaffRole.SHIPPING},
     "distribution.manifest_apply": {StaffRole.SHIPPING},
+    "distribution.reprint_labels": {StaffRole.SHIPPING},
+    "distribution.label_run": {StaffRole.SHIPPING},
+    "distribution.label_run_pdf": {StaffRole.SHIPPING},
+    "distribution.find_parcel": {StaffRole.SHIPPING, StaffRole.PROGRAMME},
+    "distribution.parcel": {StaffRole.SHIPPING, StaffRole.PROGRAMME},
+    "distribution.parcel_action": {StaffRole.SHIPPING},
+    "distribution.deliveries_preview": {StaffRole.SHIPPING},
+    "distribution.deliveries_apply": {StaffRole.SHIPPING},
+    "distribution.replacements": {StaffRole.PROGRAMME},
+    "distribution.decide_replacement": {StaffRole.PROGRAMME},
 }
 
 SAMPLE_ARGUMENTS = {
@@ -65,6 +75,11 @@ SAMPLE_ARGUMENTS = {
     "appeal_id": 1,
     "list_id": 1,
     "claim_id": 1,
+    "run_id": 1,
+    "reference": "SKNOSUCHPARCEL",
+    "action": "void",
+    "exception_id": 1,
+    "decision": "approve",
 }
 VISITORS = ["anonymous", "maintainer", *[role.value for role in StaffRole]]
 

@@ -170,7 +170,7 @@ def test_a_label_run_from_the_command_line(app, session, tmp_path):
     from accounts.services import actor_for
     from distribution import claims
     from distribution.addresses import validate_address
-    from distribution.models import Claim
+    from distribution.models import Claim, LabelRun
     from eligibility.services import ensure_project
     from mail import OutboxMailer
     from tests.factories import USB_A, USB_C, import_statistics, make_owner, receive_keys
@@ -233,7 +233,16 @@ def test_a_label_run_from_the_command_line(app, session, tmp_path):
     )
 
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"parcels": 2, "out": str(out), "label_printed": 2}
+    report = json.loads(result.output)
+    assert report == {
+        "parcels": 2,
+        "out": str(out),
+        "run": report["run"],
+        "label_printed": 2,
+        "skipped": [],
+    }
+    run = session.get(LabelRun, report["run"])
+    assert (run.status, run.printed, run.pages_done, run.pages_total) == ("done", 2, 4, 4)
     pages = PdfReader(out).pages
     assert len(pages) == 4  # a label and a packing slip per parcel
     text = "\n".join(page.extract_text() for page in pages)
@@ -242,4 +251,10 @@ def test_a_label_run_from_the_command_line(app, session, tmp_path):
     again = app.test_cli_runner().invoke(
         args=["shipping", "labels", "--out", str(tmp_path / "none.pdf"), "--json"]
     )
-    assert json.loads(again.output) == {"parcels": 0, "out": None, "label_printed": 0}
+    assert json.loads(again.output) == {
+        "parcels": 0,
+        "out": None,
+        "run": None,
+        "label_printed": 0,
+        "skipped": [],
+    }

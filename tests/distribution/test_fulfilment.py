@@ -13,7 +13,15 @@ from distribution.errors import ClaimLocked, InvalidShipping, ParcelNotFound
 from distribution.models import Claim
 from eligibility.services import ensure_project
 from mail import OutboxMailer, OutboxMessage
-from tests.factories import ACTOR, USB_A, USB_C, import_statistics, make_owner, receive_keys
+from tests.factories import (
+    ACTOR,
+    USB_A,
+    USB_C,
+    import_statistics,
+    make_owner,
+    print_labels,
+    receive_keys,
+)
 
 BERLIN = {
     "country_code": "DE",
@@ -84,9 +92,7 @@ def test_shipping_needs_a_printed_label_then_moves_the_ledger(session, settings,
     first = parcels[0]
     with pytest.raises(ClaimLocked, match="only a parcel with a printed label"):
         ship(session, settings, first.reference)
-    fulfilment.mark_labels_printed(
-        session=session, actor=ACTOR, claim_ids=[s.claim_id for s in parcels]
-    )
+    print_labels(session, settings, [s.claim_id for s in parcels])
     with pytest.raises(InvalidShipping):
         ship(session, settings, first.reference, tracking=" ")
 
@@ -114,7 +120,7 @@ def test_an_unknown_reference_says_so(session, settings, parcels):
 
 
 def test_a_manifest_ships_its_good_lines_and_explains_the_rest(session, settings, parcels):
-    fulfilment.mark_labels_printed(session=session, actor=ACTOR, claim_ids=[parcels[0].claim_id])
+    print_labels(session, settings, [parcels[0].claim_id])
     good, waiting = parcels[0].reference, parcels[1].reference
     text = (
         "reference,carrier,tracking_number\n"

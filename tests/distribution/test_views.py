@@ -9,13 +9,14 @@ import pytest
 from sqlmodel import select
 
 from accounts.models import StaffRole
-from distribution import stock
-from distribution.models import Claim, Shipment
+from distribution import label_runs, stock
+from distribution.models import Claim, LabelRun, Shipment
 from eligibility.services import ensure_project
 from tests.factories import (
     USB_A,
     USB_C,
     csrf_token,
+    database_on,
     import_statistics,
     make_maintainer,
     make_owner,
@@ -189,13 +190,31 @@ def test_shipping_staff_print_labels_and_ship_by_scanning(client, session, maint
 
     nothing = client.post("/staff/shipping/labels", data={"layout": "4x6", "csrf_token": token})
     assert nothing.status_code == 400 and "Select at least one parcel." in text(nothing)
-    pdf = client.post(
+    started = client.post(
         "/staff/shipping/labels",
         data={"claim_ids": str(shipment.claim_id), "layout": "4x6", "csrf_token": token},
     )
+    assert started.status_code == 302
+    run = session.exec(select(LabelRun)).one()
+    assert started.location.endswith(f"/staff/shipping/runs/{run.id}")
+    rendering = text(client.get(started.location))
+    assert "Rendering…" in rendering and 'pages-done">0</span> of 2 pages done' in rendering
+    assert shipment.reference not in text(client.get("/staff/shipping"))  # not offered twice
+    assert client.get(f"/staff/shipping/runs/{run.id}/labels.pdf").status_code == 404
+
+    # The job the response starts once it is sent (the test client sends nothing).
+    label_runs.execute_run(
+        database=database_on(session),
+        settings=client.application.extensions["keys_settings"],
+        run_id=run.id,
+    )
+    done = text(client.get(started.location))
+    assert "The PDF is ready" in done and "1 parcel(s) now count as printed" in done
+    pdf = client.get(f"/staff/shipping/runs/{run.id}/labels.pdf")
     assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
     pages = PdfReader(io.BytesIO(pdf.data)).pages
     assert len(pages) == 2 and shipment.reference in pages[0].extract_text()
+    session.expire_all()
     assert session.exec(select(Claim)).one().status == "label_printed"
 
     unknown = client.post(

@@ -1,0 +1,365 @@
+"""When a shipped parcel goes wrong: returned to sender, lost in transit, a key arrived damaged.
+
+- Returned: the keys are on hand again (a ``returned`` ledger row) and held for the same claim;
+  the maintainer is asked to correct the address, which sends a new parcel through the queue.
+- Lost: the parcel's keys left the ledger when it shipped, so nothing moves; the loss is written
+  off with its reason, and a replacement waits for ``programme`` staff.
+- Damaged: one key of a delivered parcel is broken; a replacement of that one key waits for
+  ``programme`` staff.
+An approved replacement draws new stock (refused, with the reason, when there is none) and goes
+through the queue like any parcel. Every step is audited and shown on the maintainer's claim.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from sqlmodel import Session, col, select
+
+from accounts.models import Maintainer
+from db import Actor, record_event, utcnow
+from distribution import stock
+from distribution.claims import new_shipment_reference, transition_claim
+from distribution.errors import ClaimLocked, InvalidShipping, NoKeysLeft, ParcelNotFound
+from distribution.fulfilment import find_current_parcel
+from distribution.models import (
+    Claim,
+    ClaimStatus,
+    ExceptionKind,
+    ParcelException,
+    Replacement,
+    Shipment,
+    ShipmentPurpose,
+)
+from mail import Mail, Mailer
+from settings import Settings
+
+
+@dataclass(frozen=True)
+class OpenReplacement:
+    """A replacement waiting for programme staff, with what they need to decide."""
+
+    exception: ParcelException
+    claim: Claim
+    shipment: Shipment
+
+    @property
+    def items(self) -> dict[str, int]:
+        return replacement_items(self.exception, self.shipment)
+
+
+def mark_returned(
+    *,
+    session: Session,
+    mailer: Mailer,
+    settings: Settings,
+    actor: Actor,
+    reference: str,
+    note: str = "",
+) -> ParcelException:
+    """The carrier brought the parcel back: keys on hand again, held for the claim, and the
+    maintainer asked to correct the address."""
+    claim, shipment = _shipped_parcel(session, reference)
+    transition_claim(session, claim, ClaimStatus.RETURNED, actor=actor)
+    stock.take_back(
+        session=session, actor=actor, items=shipment.items, reference=shipment.reference
+    )
+    exception = _record(
+        session,
+        actor,
+        claim,
+        shipment,
+        kind=ExceptionKind.RETURNED,
+        reason=note.strip() or "Returned to sender",
+        replacement=Replacement.NOT_NEEDED,
+    )
+    _tell(
+        session,
+        mailer,
+        claim,
+        subject="Your parcel came back to us: please check your address",
+        body=(
+            f"Your parcel {shipment.reference} was returned to us by the carrier"
+            + (f" ({note.strip()})" if note.strip() else "")
+            + ".\n\nYour keys are kept for you. Please check and correct your address, and we "
+            f"will send them again:\n    {settings.base_url}/claim/{claim.id}/address\n"
+        ),
+    )
+    return exception
+
+
+def mark_lost(
+    *, session: Session, mailer: Mailer, actor: Actor, reference: str, reason: str
+) -> ParcelException:
+    """The parcel is lost in transit: written off with the reason, a replacement requested."""
+    reason = _reason(reason, "Say why the parcel counts as lost (the carrier's answer, say).")
+    claim, shipment = _shipped_parcel(session, reference)
+    transition_claim(session, claim, ClaimStatus.LOST, actor=actor)
+    exception = _record(
+        session,
+        actor,
+        claim,
+        shipment,
+        kind=ExceptionKind.LOST,
+        reason=reason,
+        replacement=Replacement.REQUESTED,
+    )
+    _tell(
+        session,
+        mailer,
+        claim,
+        subject="Your parcel is lost: we are arranging a replacement",
+        body=(
+            f"The carrier could not deliver your parcel {shipment.reference}, and it is lost. "
+            "We are sorry. Programme staff will approve a replacement shortly, and we will "
+            "write again when it is on its way.\n"
+        ),
+    )
+    return exception
+
+
+def report_damaged(
+    *, session: Session, actor: Actor, reference: str, sku: str, reason: str
+) -> ParcelException:
+    """One key of a delivered parcel arrived broken: a replacement of that key is requested."""
+    reason = _reason(reason, "Describe the damage (a few words).")
+    claim, shipment = find_current_parcel(session=session, reference=reference)
+    if claim.status not in (ClaimStatus.DELIVERED, ClaimStatus.ACTIVATED):
+        raise ClaimLocked(
+            f"Parcel {shipment.reference} is {claim.status.replace('_', ' ')}: a damaged key "
+            "is reported once the parcel is delivered (record the delivery first)."
+        )
+    if sku not in shipment.items:
+        held = ", ".join(sorted(shipment.items)) or "no keys"
+        raise InvalidShipping(f"Parcel {shipment.reference} held {held}, not {sku}.")
+    if _open_request(session, claim):
+        raise ClaimLocked("A replacement for this claim is waiting for approval already.")
+    return _record(
+        session,
+        actor,
+        claim,
+        shipment,
+        kind=ExceptionKind.DAMAGED,
+        reason=reason,
+        replacement=Replacement.REQUESTED,
+        sku=sku,
+    )
+
+
+def approve_replacement(
+    *,
+    session: Session,
+    mailer: Mailer,
+    actor: Actor,
+    exception_id: int,
+    note: str = "",
+) -> Shipment:
+    """Programme staff approve a replacement: new stock is allocated and a new parcel joins the
+    queue, to the same address."""
+    exception, claim, lost = _requested(session, exception_id)
+    items = replacement_items(exception, lost)
+    try:
+        stock.allocate(session=session, items=items, reserved=0)
+    except NoKeysLeft:
+        wanted = ", ".join(f"{n} × {sku}" for sku, n in sorted(items.items()))
+        raise NoKeysLeft(
+            f"There are not enough keys available for the replacement ({wanted}). Receive "
+            "stock, or wait until keys come free, then approve again."
+        ) from None
+    parcel = Shipment(
+        claim_id=claim.id,  # type: ignore[arg-type]
+        reference=new_shipment_reference(),
+        idempotency_key=secrets.token_urlsafe(24),
+        created_at=utcnow(),
+        country=lost.country,
+        recipient_name=lost.recipient_name,
+        recipient_name_local=lost.recipient_name_local,
+        phone=lost.phone,
+        address=dict(lost.address),
+        address_lines=list(lost.address_lines),
+        items=items,
+        purpose=ShipmentPurpose.REPLACEMENT.value,
+    )
+    session.add(parcel)
+    session.flush()
+    transition_claim(session, claim, ClaimStatus.REDEEMED, actor=actor)
+    _decide(session, actor, exception, Replacement.APPROVED, note)
+    exception.replacement_shipment_id = parcel.id
+    session.flush()
+    _tell(
+        session,
+        mailer,
+        claim,
+        subject="Your replacement keys are approved",
+        body=(
+            f"A replacement parcel ({parcel.reference}) with "
+            f"{', '.join(f'{n} × {sku}' for sku, n in sorted(items.items()))} will be shipped to "
+            "the same address. We will send you its tracking number when it leaves.\n"
+        ),
+    )
+    return parcel
+
+
+def decline_replacement(
+    *, session: Session, mailer: Mailer, actor: Actor, exception_id: int, note: str
+) -> ParcelException:
+    """Programme staff decline a replacement, with the reason the maintainer is told."""
+    note = _reason(note, "Say why the replacement is declined: the maintainer is told.")
+    exception, claim, _shipment = _requested(session, exception_id)
+    _decide(session, actor, exception, Replacement.DECLINED, note)
+    _tell(
+        session,
+        mailer,
+        claim,
+        subject="About your replacement keys",
+        body=f"We cannot send a replacement: {note}\n\nReply to this email with any question.\n",
+    )
+    return exception
+
+
+def replacement_items(exception: ParcelException, shipment: Shipment) -> dict[str, int]:
+    """A lost parcel is replaced whole; a damaged key one for one."""
+    if exception.kind == ExceptionKind.DAMAGED and exception.sku:
+        return {exception.sku: 1}
+    return dict(shipment.items)
+
+
+def open_replacements(*, session: Session) -> list[OpenReplacement]:
+    """Replacements waiting for programme staff, oldest first."""
+    rows = session.exec(
+        select(ParcelException, Claim, Shipment)
+        .join(Claim, col(Claim.id) == ParcelException.claim_id)
+        .join(Shipment, col(Shipment.id) == ParcelException.shipment_id)
+        .where(ParcelException.replacement == Replacement.REQUESTED.value)
+        .order_by(col(ParcelException.id))
+    ).all()
+    return [OpenReplacement(*row) for row in rows]
+
+
+def exceptions_of(*, session: Session, claim: Claim) -> list[ParcelException]:
+    """What went wrong with the claim's parcels, oldest first (for its timeline)."""
+    return list(
+        session.exec(
+            select(ParcelException)
+            .where(ParcelException.claim_id == claim.id)
+            .order_by(col(ParcelException.id))
+        ).all()
+    )
+
+
+def _shipped_parcel(session: Session, reference: str) -> tuple[Claim, Shipment]:
+    claim, shipment = find_current_parcel(session=session, reference=reference)
+    if claim.status != ClaimStatus.SHIPPED:
+        raise ClaimLocked(
+            f"Parcel {shipment.reference} is {claim.status.replace('_', ' ')}: only a parcel "
+            "on its way can come back or be lost."
+        )
+    return claim, shipment
+
+
+def _open_request(session: Session, claim: Claim) -> ParcelException | None:
+    return session.exec(
+        select(ParcelException).where(
+            ParcelException.claim_id == claim.id,
+            ParcelException.replacement == Replacement.REQUESTED.value,
+        )
+    ).first()
+
+
+def _requested(session: Session, exception_id: int) -> tuple[ParcelException, Claim, Shipment]:
+    exception = session.get(ParcelException, exception_id)
+    if exception is None:
+        raise ParcelNotFound("There is no such replacement request.")
+    if exception.replacement != Replacement.REQUESTED:
+        raise ClaimLocked(f"This replacement was {exception.replacement} already.")
+    claim = session.get(Claim, exception.claim_id)
+    shipment = session.get(Shipment, exception.shipment_id)
+    assert claim is not None and shipment is not None  # foreign keys guarantee them
+    return exception, claim, shipment
+
+
+def _record(
+    session: Session,
+    actor: Actor,
+    claim: Claim,
+    shipment: Shipment,
+    *,
+    kind: ExceptionKind,
+    reason: str,
+    replacement: Replacement,
+    sku: str | None = None,
+) -> ParcelException:
+    exception = ParcelException(
+        claim_id=claim.id,  # type: ignore[arg-type]
+        shipment_id=shipment.id,  # type: ignore[arg-type]
+        kind=kind.value,
+        reason=reason[:1000],
+        sku=sku,
+        reported_at=utcnow(),
+        reported_by=actor.label,
+        replacement=replacement.value,
+    )
+    session.add(exception)
+    session.flush()
+    record_event(
+        session=session,
+        actor=actor,
+        action=f"parcel.{kind.value}",
+        subject_kind="claim",
+        subject_id=claim.id,
+        details={
+            "shipment": shipment.reference,
+            "reason": exception.reason,
+            "sku": sku,
+            "replacement": replacement.value,
+        },
+    )
+    return exception
+
+
+def _decide(
+    session: Session,
+    actor: Actor,
+    exception: ParcelException,
+    decision: Replacement,
+    note: str,
+) -> None:
+    before = exception.replacement
+    exception.replacement, exception.decision_note = decision.value, note.strip()[:1000]
+    exception.decided_at, exception.decided_by = utcnow(), actor.label
+    session.flush()
+    record_event(
+        session=session,
+        actor=actor,
+        action=f"parcel.replacement_{decision.value}",
+        subject_kind="claim",
+        subject_id=exception.claim_id,
+        details={
+            "exception": exception.id,
+            "kind": exception.kind,
+            "before": before,
+            "after": decision.value,
+            "note": exception.decision_note,
+        },
+    )
+
+
+def _reason(text: str, message: str) -> str:
+    if len(text.strip()) < 3:
+        raise InvalidShipping(message)
+    return text.strip()
+
+
+def _tell(session: Session, mailer: Mailer, claim: Claim, *, subject: str, body: str) -> None:
+    maintainer = session.get(Maintainer, claim.maintainer_id)
+    assert maintainer is not None  # a foreign key guarantees it
+    mailer.send(
+        session=session,
+        mail=Mail(
+            recipient=maintainer.email,
+            subject=subject,
+            body=f"Hello {maintainer.greeting_name},\n\n{body}",
+            purpose="parcel_exception",
+        ),
+    )
