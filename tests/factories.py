@@ -14,13 +14,15 @@ from sqlmodel import Session
 from accounts import services
 from accounts.models import Maintainer, Staff, StaffRole
 from db import Actor, Database
-from distribution import label_runs
+from distribution import claims, label_runs
+from distribution.addresses import validate_address
 from distribution.labels import Layout
-from distribution.models import LabelRun
+from distribution.models import LabelRun, Shipment
 from distribution.stock import receive_stock
 from eligibility.critical import ImportSummary, import_download_statistics
 from eligibility.models import ProjectRoleKind
 from eligibility.services import ensure_project, grant_project_role
+from mail import OutboxMailer
 from settings import Settings
 
 STAFF_PASSWORD = "correct horse battery staple"
@@ -169,3 +171,48 @@ def print_labels(
     )
     session.expire_all()
     return done
+
+
+BERLIN = {
+    "country_code": "DE",
+    "city": "Berlin",
+    "postal_code": "10117",
+    "street_address": "Unter den Linden 1",
+    "name": "Ada Demo",
+}
+
+
+def stock_famous_project(session: Session, quantities: dict[str, int]) -> None:
+    """A critical project "famous" whose owners are eligible, and keys in stock."""
+    ensure_project(session=session, name="famous")
+    import_statistics(session, "project,downloads\nfamous,9\nx,1\n")
+    receive_keys(session, quantities)
+
+
+def redeem_parcel(
+    session: Session,
+    settings: Settings,
+    *,
+    items: dict[str, int] | None = None,
+    address: dict[str, str] = BERLIN,
+) -> tuple[Maintainer, Shipment]:
+    """A new owner of "famous" who got a code and redeemed it: a parcel waiting for a label."""
+    person = make_owner(session, "famous", country="DE")
+    issued = claims.issue_claim_code(
+        session=session, mailer=OutboxMailer(), settings=settings, actor=ACTOR, maintainer=person
+    )
+    assert isinstance(issued, claims.IssuedCode)
+    shipment = claims.redeem_claim(
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        maintainer=person,
+        code=issued.code,
+        items=items or {USB_A: 1, USB_C: 1},
+        recipient=claims.Recipient(
+            validate_address(address, served=settings.countries), "+49301234567", address["name"]
+        ),
+        idempotency_key=f"parcel-{person.id}",
+    )
+    return person, shipment

@@ -5,65 +5,19 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from accounts.services import actor_for
 from db import AuditEvent
 from distribution import claims, fulfilment, stock
-from distribution.addresses import validate_address
 from distribution.errors import ClaimLocked, InvalidShipping, ParcelNotFound
 from distribution.models import Claim
-from eligibility.services import ensure_project
 from mail import OutboxMailer, OutboxMessage
-from tests.factories import (
-    ACTOR,
-    USB_A,
-    USB_C,
-    import_statistics,
-    make_owner,
-    print_labels,
-    receive_keys,
-)
-
-BERLIN = {
-    "country_code": "DE",
-    "city": "Berlin",
-    "postal_code": "10117",
-    "street_address": "Unter den Linden 1",
-    "name": "Ada Demo",
-}
+from tests.factories import ACTOR, USB_A, USB_C, print_labels, redeem_parcel, stock_famous_project
 
 
 @pytest.fixture
 def parcels(session, settings):
     """Two redeemed claims waiting for labels, one key of each model each."""
-    ensure_project(session=session, name="famous")
-    import_statistics(session, "project,downloads\nfamous,9\nx,1\n")
-    receive_keys(session, {USB_A: 4, USB_C: 4})
-    shipments = []
-    for number in range(2):
-        person = make_owner(session, "famous", country="DE")
-        issued = claims.issue_claim_code(
-            session=session,
-            mailer=OutboxMailer(),
-            settings=settings,
-            actor=actor_for(person),
-            maintainer=person,
-        )
-        shipments.append(
-            claims.redeem_claim(
-                session=session,
-                mailer=OutboxMailer(),
-                settings=settings,
-                actor=actor_for(person),
-                maintainer=person,
-                code=issued.code,
-                items={USB_A: 1, USB_C: 1},
-                recipient=claims.Recipient(
-                    validate_address(BERLIN, served=settings.countries), "+49301234567", "Ada Demo"
-                ),
-                idempotency_key=f"f-{number}",
-            )
-        )
-    return shipments
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    return [redeem_parcel(session, settings)[1] for _ in range(2)]
 
 
 def ship(session, settings, reference, tracking="00340434161234567890", carrier="DHL"):

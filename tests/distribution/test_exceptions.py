@@ -1,0 +1,374 @@
+"""Parcels that go wrong: returned to sender, lost in transit, a damaged key; voided labels and
+delivery files. The ledger must reconcile after every path, and the maintainer must see it."""
+
+from __future__ import annotations
+
+from datetime import timedelta, timezone
+
+import pytest
+from sqlmodel import select
+
+from accounts.services import actor_for
+from db import AuditEvent, utcnow
+from distribution import claims, exceptions, fulfilment, stock
+from distribution.addresses import validate_address
+from distribution.errors import ClaimLocked, InvalidShipping, NoKeysLeft
+from distribution.models import Claim, ParcelException, Shipment, StockMovement
+from mail import OutboxMailer, OutboxMessage
+from tests.factories import (
+    ACTOR,
+    BERLIN,
+    USB_A,
+    USB_C,
+    print_labels,
+    redeem_parcel,
+    stock_famous_project,
+)
+
+MUNICH = {**BERLIN, "city": "München", "postal_code": "80331", "street_address": "Marienplatz 8"}
+
+
+@pytest.fixture
+def stocked(session):
+    stock_famous_project(session, {USB_A: 3, USB_C: 3})
+
+
+def redeemed(session, settings, *, items=None):
+    return redeem_parcel(session, settings, items=items)
+
+
+def address(settings, fields):
+    return claims.Recipient(
+        validate_address(fields, served=settings.countries), "+49301234567", "Ada Demo"
+    )
+
+
+def shipped(session, settings, **kwargs):
+    person, shipment = redeemed(session, settings, **kwargs)
+    print_labels(session, settings, [shipment.claim_id])
+    fulfilment.ship_parcel(
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        reference=shipment.reference,
+        carrier="DHL",
+        tracking_number="00340434161234567890",
+    )
+    return person, session.get(Shipment, shipment.id)
+
+
+def figures(session):
+    result = stock.stock_figures(session=session)
+    assert result.reconciles
+    return result.on_hand, result.allocated, result.available
+
+
+def mails(session, purpose="parcel_exception"):
+    return [m.subject for m in session.exec(select(OutboxMessage)).all() if m.purpose == purpose]
+
+
+def status(session, claim_id):
+    session.expire_all()
+    return session.get(Claim, claim_id).status
+
+
+def test_a_returned_parcel_is_kept_for_its_maintainer_and_sent_again(session, settings, stocked):
+    person, parcel = shipped(session, settings)
+    assert figures(session) == (4, 0, 4)
+
+    exceptions.mark_returned(
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        reference=parcel.reference,
+        note="Addressee unknown",
+    )
+
+    assert status(session, parcel.claim_id) == "returned"
+    assert figures(session) == (6, 2, 4)  # back on hand, held for the same maintainer
+    returned = session.exec(select(StockMovement).where(StockMovement.kind == "returned")).all()
+    assert sorted((m.sku, m.quantity, m.reference) for m in returned) == [
+        (USB_A, 1, parcel.reference),
+        (USB_C, 1, parcel.reference),
+    ]
+    assert mails(session) == ["Your parcel came back to us: please check your address"]
+    body = session.exec(select(OutboxMessage)).all()[-1].body
+    assert f"/claim/{parcel.claim_id}/address" in body and "Addressee unknown" in body
+    with pytest.raises(ClaimLocked, match="only a parcel on its way"):
+        exceptions.mark_returned(
+            session=session,
+            mailer=OutboxMailer(),
+            settings=settings,
+            actor=ACTOR,
+            reference=parcel.reference,
+        )
+
+    again = claims.change_address(
+        session=session,
+        actor=actor_for(person),
+        maintainer=person,
+        claim_id=parcel.claim_id,
+        recipient=address(settings, MUNICH),
+    )
+
+    assert status(session, parcel.claim_id) == "redeemed"
+    assert again.reference != parcel.reference and again.purpose == "reship"
+    assert again.items == {USB_A: 1, USB_C: 1} and "80331 MÜNCHEN" in again.address_lines
+    queue = fulfilment.label_queue(session=session, base_url=settings.base_url).parcels
+    assert [q.label.reference for q in queue] == [again.reference]
+    with pytest.raises(ClaimLocked, match="replaced by a newer parcel"):
+        fulfilment.find_current_parcel(session=session, reference=parcel.reference)
+    claim = session.get(Claim, parcel.claim_id)
+    assert [e.kind for e in exceptions.exceptions_of(session=session, claim=claim)] == ["returned"]
+    assert figures(session) == (6, 2, 4)
+
+
+def test_a_returned_claim_can_be_given_up_and_its_keys_go_back(session, settings, stocked):
+    person, parcel = shipped(session, settings)
+    exceptions.mark_returned(
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        reference=parcel.reference,
+    )
+    claims.cancel_claim(
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=actor_for(person),
+        maintainer=person,
+        claim_id=parcel.claim_id,
+    )
+    assert status(session, parcel.claim_id) == "cancelled"
+    assert figures(session) == (6, 0, 6)
+
+
+def test_a_lost_parcel_is_written_off_and_replaced_once_approved(session, settings, stocked):
+    person, parcel = shipped(session, settings)
+    with pytest.raises(InvalidShipping, match="Say why"):
+        exceptions.mark_lost(
+            session=session,
+            mailer=OutboxMailer(),
+            actor=ACTOR,
+            reference=parcel.reference,
+            reason="",
+        )
+
+    lost = exceptions.mark_lost(
+        session=session,
+        mailer=OutboxMailer(),
+        actor=ACTOR,
+        reference=parcel.reference,
+        reason="DHL: not found after 20 days",
+    )
+
+    assert status(session, parcel.claim_id) == "lost"
+    assert figures(session) == (4, 0, 4)  # the keys left with the parcel; nothing moves again
+    assert [r.exception.id for r in exceptions.open_replacements(session=session)] == [lost.id]
+
+    replacement = exceptions.approve_replacement(
+        session=session, mailer=OutboxMailer(), actor=ACTOR, exception_id=lost.id, note="ok"
+    )
+
+    assert status(session, parcel.claim_id) == "redeemed"
+    assert (replacement.purpose, replacement.items) == ("replacement", {USB_A: 1, USB_C: 1})
+    assert replacement.address_lines == parcel.address_lines
+    assert figures(session) == (4, 2, 2)  # new stock drawn for the replacement
+    assert exceptions.open_replacements(session=session) == []
+    session.refresh(lost)
+    assert (lost.replacement, lost.replacement_shipment_id) == ("approved", replacement.id)
+    with pytest.raises(ClaimLocked, match="approved already"):
+        exceptions.approve_replacement(
+            session=session, mailer=OutboxMailer(), actor=ACTOR, exception_id=lost.id
+        )
+    assert mails(session) == [
+        "Your parcel is lost: we are arranging a replacement",
+        "Your replacement keys are approved",
+    ]
+    actions = [e.action for e in session.exec(select(AuditEvent)).all()]
+    assert "parcel.lost" in actions and "parcel.replacement_approved" in actions
+
+    print_labels(session, settings, [parcel.claim_id])
+    fulfilment.ship_parcel(
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        reference=replacement.reference,
+        carrier="DHL",
+        tracking_number="2",
+    )
+    assert status(session, parcel.claim_id) == "shipped"
+    assert figures(session) == (2, 0, 2)
+
+
+def test_a_replacement_needs_keys_that_are_free(session, settings, stocked):
+    _person, parcel = shipped(session, settings, items={USB_A: 2})
+    lost = exceptions.mark_lost(
+        session=session,
+        mailer=OutboxMailer(),
+        actor=ACTOR,
+        reference=parcel.reference,
+        reason="Never arrived",
+    )
+    redeemed(session, settings, items={USB_A: 1})  # the last USB-A key is allocated
+
+    with pytest.raises(NoKeysLeft, match=r"not enough keys available .*2 × TITAN-USB-A-NFC"):
+        exceptions.approve_replacement(
+            session=session, mailer=OutboxMailer(), actor=ACTOR, exception_id=lost.id
+        )
+    session.refresh(lost)
+    assert lost.replacement == "requested" and status(session, parcel.claim_id) == "lost"
+
+
+def test_a_declined_replacement_tells_the_maintainer_why(session, settings, stocked):
+    _person, parcel = shipped(session, settings)
+    lost = exceptions.mark_lost(
+        session=session,
+        mailer=OutboxMailer(),
+        actor=ACTOR,
+        reference=parcel.reference,
+        reason="Reported lost",
+    )
+    exceptions.decline_replacement(
+        session=session,
+        mailer=OutboxMailer(),
+        actor=ACTOR,
+        exception_id=lost.id,
+        note="The carrier delivered it to your neighbour.",
+    )
+    assert status(session, parcel.claim_id) == "lost"
+    body = session.exec(select(OutboxMessage)).all()[-1].body
+    assert "The carrier delivered it to your neighbour." in body
+    assert figures(session) == (4, 0, 4)
+
+
+def test_a_damaged_key_is_replaced_one_for_one(session, settings, stocked):
+    person, parcel = shipped(session, settings)
+    with pytest.raises(ClaimLocked, match="record the delivery first"):
+        exceptions.report_damaged(
+            session=session, actor=ACTOR, reference=parcel.reference, sku=USB_C, reason="cracked"
+        )
+    fulfilment.record_delivery(session=session, actor=ACTOR, reference=parcel.reference)
+    with pytest.raises(InvalidShipping, match="not NOPE"):
+        exceptions.report_damaged(
+            session=session, actor=ACTOR, reference=parcel.reference, sku="NOPE", reason="cracked"
+        )
+
+    damaged = exceptions.report_damaged(
+        session=session, actor=ACTOR, reference=parcel.reference, sku=USB_C, reason="Cracked case"
+    )
+    with pytest.raises(ClaimLocked, match="waiting for approval already"):
+        exceptions.report_damaged(
+            session=session, actor=ACTOR, reference=parcel.reference, sku=USB_A, reason="too"
+        )
+    assert status(session, parcel.claim_id) == "delivered"
+    replacement = exceptions.approve_replacement(
+        session=session, mailer=OutboxMailer(), actor=ACTOR, exception_id=damaged.id
+    )
+
+    assert replacement.items == {USB_C: 1}
+    assert status(session, parcel.claim_id) == "redeemed"
+    assert figures(session) == (4, 1, 3)
+    assert not claims.cancellable(session=session, claim=session.get(Claim, parcel.claim_id))
+    with pytest.raises(ClaimLocked, match="received keys from us already"):
+        claims.cancel_claim(
+            session=session,
+            mailer=OutboxMailer(),
+            settings=settings,
+            actor=actor_for(person),
+            maintainer=person,
+            claim_id=parcel.claim_id,
+        )
+    label = fulfilment.label_queue(session=session, base_url=settings.base_url).parcels[0].label
+    assert label.items == [("Titan Security Key USB-C/NFC", 1)]
+
+
+def test_a_voided_label_sends_the_parcel_back_to_the_queue_under_a_new_reference(
+    session, settings, stocked
+):
+    _person, parcel = redeemed(session, settings)
+    print_labels(session, settings, [parcel.claim_id])
+    with pytest.raises(InvalidShipping, match="Say why"):
+        fulfilment.void_label(session=session, actor=ACTOR, reference=parcel.reference, reason="")
+
+    old = parcel.reference
+    voided = fulfilment.void_label(
+        session=session, actor=ACTOR, reference=old, reason="Printer jammed"
+    )
+
+    assert voided.reference != old and status(session, parcel.claim_id) == "redeemed"
+    with pytest.raises(Exception, match="No parcel has the reference"):
+        fulfilment.find_parcel(session=session, reference=old)
+    event = session.exec(
+        select(AuditEvent).where(AuditEvent.action == "shipment.label_voided")
+    ).one()
+    assert event.details == {"before": old, "after": voided.reference, "reason": "Printer jammed"}
+    with pytest.raises(ClaimLocked, match="only a printed label"):
+        fulfilment.void_label(
+            session=session, actor=ACTOR, reference=voided.reference, reason="again"
+        )
+
+
+def test_a_delivery_file_records_its_good_lines_and_explains_the_rest(session, settings, stocked):
+    _a, first = shipped(session, settings, items={USB_A: 1})
+    _b, second = shipped(session, settings, items={USB_C: 1})
+    _c, waiting = redeemed(session, settings, items={USB_A: 1})
+    _d, third = shipped(session, settings, items={USB_C: 1})
+    # A carrier's local time, a minute after shipping (the file gives its offset).
+    soon = (utcnow() + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=9)))
+    text = (
+        "reference,delivered_at\n"
+        f"{first.reference},{soon.isoformat(timespec='seconds')}\n"
+        f"{third.reference},yesterday\n"
+        f"{waiting.reference},\n"
+        "SKNOPE,2026-11-21\n"
+        f"{first.reference},2026-11-21\n"
+        f"{second.reference},2099-01-01\n"
+    )
+
+    preview = fulfilment.read_deliveries(session=session, text=text)
+
+    assert [
+        (line.line, line.problem.split(" ")[0] if line.problem else "") for line in preview
+    ] == [
+        (2, ""),
+        (3, "'yesterday'"),
+        (4, "the"),
+        (5, "No"),
+        (6, "this"),
+        (7, "the"),
+    ]
+    assert "not on its way" in preview[2].problem and "in the future" in preview[5].problem
+    assert status(session, first.claim_id) == "shipped"  # a preview changes nothing
+
+    fulfilment.apply_deliveries(session=session, actor=ACTOR, text=text)
+
+    assert status(session, first.claim_id) == "delivered"
+    assert status(session, second.claim_id) == "shipped"
+    delivered = session.get(Shipment, first.id)
+    assert delivered.delivered_at == soon.replace(microsecond=0)
+    assert delivered.delivered_at.utcoffset() == timedelta(0)
+    timeline = claims.timeline(session=session, claim=session.get(Claim, first.claim_id))
+    assert [step.state for step in timeline][-2:] == ["done", "current"]
+
+
+def test_every_exception_is_on_the_maintainers_claim(client, session, settings, stocked):
+    from tests.factories import sign_in_as
+
+    person, parcel = shipped(session, settings)
+    exceptions.mark_lost(
+        session=session,
+        mailer=OutboxMailer(),
+        actor=ACTOR,
+        reference=parcel.reference,
+        reason="gone",
+    )
+    sign_in_as(client, person)
+    page = client.get("/claim").get_data(as_text=True)
+    assert "your parcel was lost in transit" in page
+    assert "A replacement is waiting for approval." in page
+    assert session.exec(select(ParcelException)).one().kind == "lost"
