@@ -1,0 +1,336 @@
+"""The shipping desk and the replacements page on the web: the queue's filter and counts,
+label runs in the background, parcel pages and their actions, delivery files, decisions."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from pypdf import PdfReader
+from sqlmodel import select
+
+from accounts.models import StaffRole
+from app import create_app
+from db import get_database
+from distribution import exceptions, fulfilment, label_runs
+from distribution.models import Claim, LabelRun, ParcelException, Shipment
+from mail import OutboxMailer
+from tests.conftest import make_settings
+from tests.factories import (
+    ACTOR,
+    USB_A,
+    USB_C,
+    csrf_token,
+    make_staff,
+    print_labels,
+    redeem_parcel,
+    sign_in_as,
+    stock_famous_project,
+)
+
+TOKYO = {
+    "country_code": "JP",
+    "name": "Yamada Taro",
+    "street_address": "1-9-1 Marunouchi",
+    "city": "Chiyoda-ku",
+    "country_area": "Tokyo",
+    "postal_code": "1000005",
+}
+
+
+def text(response):
+    return response.get_data(as_text=True)
+
+
+@pytest.fixture
+def shipping(client, session):
+    sign_in_as(client, make_staff(session, roles=[StaffRole.SHIPPING]))
+    return client
+
+
+def test_the_queue_filters_by_destination_model_and_age_with_counts(shipping, session, settings):
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    _a, berlin = redeem_parcel(session, settings, items={USB_A: 2})
+    _b, tokyo = redeem_parcel(session, settings, items={USB_C: 1}, address=TOKYO)
+
+    desk = text(shipping.get("/staff/shipping"))
+    assert 'data-testid="queue-count">2<' in desk
+    assert "Germany 1" in desk and "Japan 1" in desk
+    assert "Titan Security Key USB-A/NFC 1" in desk
+
+    japan = text(shipping.get("/staff/shipping?country=JP"))
+    assert tokyo.reference in japan and berlin.reference not in japan
+    assert "1 of 2 waiting parcel(s) shown" in japan
+    usb_a = text(shipping.get(f"/staff/shipping?sku={USB_A}"))
+    assert berlin.reference in usb_a and tokyo.reference not in usb_a
+    old = text(shipping.get("/staff/shipping?min_age_days=7"))
+    assert "No waiting parcel matches the filter." in old
+    nonsense = shipping.get("/staff/shipping?country=XX&min_age_days=abc")
+    assert nonsense.status_code == 200 and "2 of 2 waiting parcel(s) shown" in text(nonsense)
+
+    # "Print all shown" takes exactly what the filter shows.
+    token = csrf_token(shipping, "/staff/shipping")
+    started = shipping.post(
+        "/staff/shipping/labels?country=JP",
+        data={"layout": "4x6", "everything": "1", "csrf_token": token},
+    )
+    assert started.status_code == 302
+    assert session.exec(select(LabelRun)).one().claim_ids == [tokyo.claim_id]
+
+
+def test_a_run_started_on_the_web_renders_in_the_background(databases, smtp_server, tmp_path):
+    """A real database file or server and the app's own thread: the run page is never blank
+    and offers the PDF once the job is done."""
+    app = create_app(
+        make_settings(databases.create("runs"), smtp_server[1], instance_path=tmp_path)
+    )
+    settings = app.extensions["keys_settings"]
+    with get_database(app).transaction() as session:
+        stock_famous_project(session, {USB_A: 40, USB_C: 40})
+        parcels = [redeem_parcel(session, settings)[1] for _ in range(30)]
+        staff = make_staff(session, roles=[StaffRole.SHIPPING])
+    client = app.test_client()
+    sign_in_as(client, staff)
+    token = csrf_token(client, "/staff/shipping")
+
+    # Closing the response, as every server does once it is sent, starts the job.
+    with client.post(
+        "/staff/shipping/labels",
+        data={
+            "claim_ids": [str(p.claim_id) for p in parcels],
+            "layout": "4x6",
+            "csrf_token": token,
+        },
+    ) as started:
+        assert started.status_code == 302
+        run_page = started.location
+    pages_seen = []
+    page = text(client.get(run_page))
+    for _ in range(600):  # bounded: a stuck job fails the test instead of hanging it
+        if "The PDF is ready" in page:
+            break
+        assert "Rendering…" in page and 'http-equiv="refresh"' in page
+        pages_seen.append(page)
+        time.sleep(0.1)
+        page = text(client.get(run_page))
+
+    assert "The PDF is ready" in page and "30 parcel(s) now count as printed" in page
+    assert pages_seen, "the page showed the run while it rendered"
+    pdf = client.get(run_page + "/labels.pdf")
+    assert len(PdfReader(io.BytesIO(pdf.data)).pages) == 60
+    with get_database(app).transaction() as session:
+        assert {c.status for c in session.exec(select(Claim)).all()} == {"label_printed"}
+        run = session.exec(select(LabelRun)).one()
+        assert (run.status, run.pages_done, run.pages_total) == ("done", 60, 60)
+    get_database(app).engine.dispose()
+
+
+def test_a_failed_or_interrupted_run_says_so(shipping, session, settings):
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    _person, parcel = redeem_parcel(session, settings)
+    run = label_runs.start_run(
+        session=session, actor=ACTOR, claim_ids=[parcel.claim_id], layout="4x6"
+    )
+    run.heartbeat_at = run.heartbeat_at - LabelRun.STALE_AFTER * 2
+    session.flush()
+
+    page = text(shipping.get(f"/staff/shipping/runs/{run.id}"))
+    assert "The run was interrupted" in page and "refresh" not in page
+    assert parcel.reference in text(shipping.get("/staff/shipping"))  # back in the queue
+    assert shipping.get("/staff/shipping/runs/999999").status_code == 404
+
+
+def test_a_parcel_page_voids_a_label_and_explains_a_missing_reason(shipping, session, settings):
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    _person, parcel = redeem_parcel(session, settings)
+    print_labels(session, settings, [parcel.claim_id])
+
+    found = shipping.get(f"/staff/shipping/parcel?reference={parcel.reference.lower()}")
+    assert found.status_code == 302 and found.location.endswith(parcel.reference)
+    missing = shipping.get("/staff/shipping/parcel?reference=SKNOPE")
+    assert missing.status_code == 404 and "No parcel has the reference" in text(missing)
+
+    path = f"/staff/shipping/parcels/{parcel.reference}"
+    page = text(shipping.get(path))
+    assert "Void the label" in page and "label printed" in page
+    token = csrf_token(shipping, path)
+    empty = shipping.post(f"{path}/void", data={"reason": "", "csrf_token": token})
+    assert empty.status_code == 400 and "Say why, in a few words." in text(empty)
+    assert session.get(Claim, parcel.claim_id).status == "label_printed"
+
+    voided = shipping.post(f"{path}/void", data={"reason": "Torn label", "csrf_token": token})
+    session.expire_all()
+    fresh = session.get(Shipment, parcel.id).reference
+    assert voided.status_code == 302 and voided.location.endswith(fresh)
+    assert session.get(Claim, parcel.claim_id).status == "redeemed"
+    assert shipping.post(f"{path}/explode", data={"csrf_token": token}).status_code == 404
+
+
+def test_shipped_parcels_are_returned_lost_or_delivered_from_their_page(
+    shipping, session, settings, mailbox
+):
+    stock_famous_project(session, {USB_A: 6, USB_C: 6})
+    parcels = [redeem_parcel(session, settings)[1] for _ in range(3)]
+    print_labels(session, settings, [p.claim_id for p in parcels])
+    for number, parcel in enumerate(parcels):
+        fulfilment.ship_parcel(
+            session=session,
+            mailer=OutboxMailer(),
+            settings=settings,
+            actor=ACTOR,
+            reference=parcel.reference,
+            carrier="DHL",
+            tracking_number=str(number),
+        )
+    back, lost, arrived = (f"/staff/shipping/parcels/{p.reference}" for p in parcels)
+    token = csrf_token(shipping, back)
+
+    returned = shipping.post(f"{back}/returned", data={"reason": "", "csrf_token": token})
+    no_reason = shipping.post(f"{lost}/lost", data={"reason": "", "csrf_token": token})
+    written_off = shipping.post(f"{lost}/lost", data={"reason": "Not found", "csrf_token": token})
+    delivered = shipping.post(f"{arrived}/deliver", data={"csrf_token": token})
+    twice = shipping.post(f"{arrived}/deliver", data={"csrf_token": token})
+
+    assert returned.status_code == 302 and no_reason.status_code == 400
+    assert written_off.status_code == 302 and delivered.status_code == 302
+    assert twice.status_code == 400 and "not on its way" in text(twice)
+    session.expire_all()
+    assert [session.get(Claim, p.claim_id).status for p in parcels] == [
+        "returned",
+        "lost",
+        "delivered",
+    ]
+    assert "came back to us" in mailbox.messages[-2]["Subject"]
+    assert "Returned to sender" in text(shipping.get(back))
+    assert "Request a replacement key" in text(shipping.get(arrived))
+
+
+def test_programme_staff_approve_or_decline_replacements(client, session, settings):
+    stock_famous_project(session, {USB_A: 6, USB_C: 6})
+    parcels = [redeem_parcel(session, settings)[1] for _ in range(2)]
+    print_labels(session, settings, [p.claim_id for p in parcels])
+    requests = []
+    for parcel in parcels:
+        fulfilment.ship_parcel(
+            session=session,
+            mailer=OutboxMailer(),
+            settings=settings,
+            actor=ACTOR,
+            reference=parcel.reference,
+            carrier="DHL",
+            tracking_number="1",
+        )
+        requests.append(
+            exceptions.mark_lost(
+                session=session,
+                mailer=OutboxMailer(),
+                actor=ACTOR,
+                reference=parcel.reference,
+                reason="Carrier lost it",
+            )
+        )
+    sign_in_as(client, make_staff(session, roles=[StaffRole.PROGRAMME]))
+    page = text(client.get("/staff/replacements"))
+    assert page.count('data-testid="replacement"') == 2 and "Carrier lost it" in page
+    token = csrf_token(client, "/staff/replacements")
+
+    approved = client.post(
+        f"/staff/replacements/{requests[0].id}/approve", data={"reason": "", "csrf_token": token}
+    )
+    no_reason = client.post(
+        f"/staff/replacements/{requests[1].id}/decline", data={"reason": "", "csrf_token": token}
+    )
+    declined = client.post(
+        f"/staff/replacements/{requests[1].id}/decline",
+        data={"reason": "Delivered to a neighbour", "csrf_token": token},
+    )
+    again = client.post(f"/staff/replacements/{requests[0].id}/approve", data={"csrf_token": token})
+
+    assert approved.status_code == 302 and declined.status_code == 302
+    assert no_reason.status_code == 400 and "Say why, in a few words." in text(no_reason)
+    assert again.status_code == 400 and "approved already" in text(again)
+    session.expire_all()
+    assert [e.replacement for e in session.exec(select(ParcelException)).all()] == [
+        "approved",
+        "declined",
+    ]
+    assert "No replacement is waiting for a decision." in text(client.get("/staff/replacements"))
+
+
+def test_a_delivery_file_is_previewed_before_it_is_recorded(shipping, session, settings):
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    _person, parcel = redeem_parcel(session, settings)
+    print_labels(session, settings, [parcel.claim_id])
+    fulfilment.ship_parcel(
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        reference=parcel.reference,
+        carrier="DHL",
+        tracking_number="1",
+    )
+    token = csrf_token(shipping, "/staff/shipping")
+    events = f"reference,delivered_at\n{parcel.reference},\nSKNOPE,2026-01-01\n"
+
+    empty = shipping.post(
+        "/staff/shipping/deliveries", data={"deliveries": "", "csrf_token": token}
+    )
+    preview = shipping.post(
+        "/staff/shipping/deliveries", data={"deliveries": events, "csrf_token": token}
+    )
+
+    assert empty.status_code == 400 and "Paste the delivery events." in text(empty)
+    assert "1 of 2 line(s) can be recorded" in text(preview)
+    assert session.get(Claim, parcel.claim_id).status == "shipped"
+    applied = shipping.post(
+        "/staff/shipping/deliveries/apply", data={"deliveries": events, "csrf_token": token}
+    )
+    assert applied.status_code == 302
+    session.expire_all()
+    assert session.get(Claim, parcel.claim_id).status == "delivered"
+
+
+def test_the_maintainer_corrects_the_address_of_a_returned_parcel(client, session, settings):
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    person, parcel = redeem_parcel(session, settings)
+    print_labels(session, settings, [parcel.claim_id])
+    fulfilment.ship_parcel(
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        reference=parcel.reference,
+        carrier="DHL",
+        tracking_number="1",
+    )
+    exceptions.mark_returned(
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        reference=parcel.reference,
+    )
+    sign_in_as(client, person)
+    page = text(client.get("/claim"))
+    assert "Correct the address" in page and "your parcel came back to us" in page
+    assert "Cancel my claim" in page
+    path = f"/claim/{parcel.claim_id}/address"
+    saved = client.post(
+        path,
+        data={
+            "country": "DE",
+            "address_street_address": "Marienplatz 8",
+            "address_postal_code": "80331",
+            "address_city": "München",
+            "recipient_name": "Ada Demo",
+            "phone": "089 1234567",
+            "csrf_token": csrf_token(client, path),
+        },
+    )
+    assert saved.status_code == 302
+    session.expire_all()
+    current = session.exec(select(Shipment).order_by(Shipment.id.desc())).first()
+    assert current.purpose == "reship" and current.reference != parcel.reference
+    assert session.get(Claim, parcel.claim_id).status == "redeemed"
