@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 from xml.sax.saxutils import quoteattr
@@ -355,10 +355,15 @@ def _label_context(parcel: ParcelLabel, settings: LabelSettings) -> dict[str, ob
 
 
 def _slip_context(parcel: ParcelLabel) -> dict[str, object]:
-    # A PNG of one pixel per module, drawn unsmoothed: as sharp as SVG when printed, and much
-    # cheaper for WeasyPrint than a path of a few hundred runs.
-    qr = segno.make(parcel.activation_url, error="m", micro=False)
-    return {"parcel": parcel, "markup_br": _BR, "qr": qr.png_data_uri(scale=1, border=4)}
+    return {"parcel": parcel, "markup_br": _BR, "qr": _qr_data_uri(parcel.activation_url)}
+
+
+@lru_cache(maxsize=64)
+def _qr_data_uri(url: str) -> str:
+    """The QR code of ``url`` as a PNG of one pixel per module, drawn unsmoothed: as sharp as
+    SVG when printed, and much cheaper for WeasyPrint than a path of a few hundred runs. Most
+    slips of a run share their URL, so each is encoded once per process."""
+    return str(segno.make(url, error="m", micro=False).png_data_uri(scale=1, border=4))
 
 
 def _layout(value: str) -> Layout:
