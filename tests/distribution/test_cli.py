@@ -167,64 +167,23 @@ def test_a_label_run_from_the_command_line(app, session, tmp_path):
     from pypdf import PdfReader
     from sqlmodel import select
 
-    from accounts.services import actor_for
-    from distribution import claims
-    from distribution.addresses import validate_address
     from distribution.models import Claim, LabelRun
-    from eligibility.services import ensure_project
-    from mail import OutboxMailer
-    from tests.factories import USB_A, USB_C, import_statistics, make_owner, receive_keys
+    from tests.factories import BERLIN, USB_A, USB_C, redeem_parcel, stock_famous_project
 
     settings = app.extensions["keys_settings"]
-    ensure_project(session=session, name="famous")
-    import_statistics(session, "project,downloads\nfamous,9\nx,1\n")
-    receive_keys(session, {USB_A: 4, USB_C: 4})
-    references = []
-    for number, (country, address) in enumerate(
-        [
-            (
-                "DE",
-                {"street_address": "Unter den Linden 1", "postal_code": "10117", "city": "Berlin"},
-            ),
-            (
-                "US",
-                {
-                    "street_address": "1600 Pennsylvania Ave NW",
-                    "city": "Washington",
-                    "country_area": "DC",
-                    "postal_code": "20500",
-                },
-            ),
-        ]
-    ):
-        person = make_owner(session, "famous", country=country)
-        issued = claims.issue_claim_code(
-            session=session,
-            mailer=OutboxMailer(),
-            settings=settings,
-            actor=actor_for(person),
-            maintainer=person,
-        )
-        recipient = claims.Recipient(
-            validate_address(
-                {**address, "country_code": country, "name": f"Person {number}"},
-                served=settings.countries,
-            ),
-            "+14155550123" if country == "US" else "+49301234567",
-            f"Person {number}",
-        )
-        shipment = claims.redeem_claim(
-            session=session,
-            mailer=OutboxMailer(),
-            settings=settings,
-            actor=actor_for(person),
-            maintainer=person,
-            code=issued.code,
-            items={USB_A: 1, USB_C: 1},
-            recipient=recipient,
-            idempotency_key=f"cli-{number}",
-        )
-        references.append(shipment.reference)
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    washington = {
+        "country_code": "US",
+        "street_address": "1600 Pennsylvania Ave NW",
+        "city": "Washington",
+        "country_area": "DC",
+        "postal_code": "20500",
+        "name": "Person 2",
+    }
+    references = [
+        redeem_parcel(session, settings, address=address)[1].reference
+        for address in (BERLIN, washington)
+    ]
     session.commit()
     out = tmp_path / "run.pdf"
 
