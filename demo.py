@@ -19,10 +19,12 @@ from sqlmodel import Session
 from accounts import services as accounts
 from accounts.models import StaffRole
 from db import Actor, get_database
-from distribution import stock
+from distribution import claims, stock
+from distribution.addresses import validate_address
 from eligibility import services as eligibility
 from eligibility.critical import import_download_statistics
 from eligibility.models import ProjectRoleKind
+from mail import get_mailer
 from settings import Settings, get_settings
 
 SEED_DATA = Path(__file__).resolve().parent / "seed_data"
@@ -35,6 +37,7 @@ class SeedReport:
     staff_added: int = 0
     batches_received: int = 0
     critical_list_recorded: bool = False
+    parcels_added: int = 0
     staff_logins: list[dict[str, str]] = field(default_factory=list)
 
 
@@ -113,7 +116,57 @@ def seed_demo(*, session: Session, settings: Settings, data: dict[str, Any]) -> 
             note="Demo opening stock",
         )
         report.batches_received += 1
+    report.parcels_added = sum(
+        _seed_parcel(session=session, settings=settings, actor=actor, parcel=parcel)
+        for parcel in data.get("parcels", [])
+    )
     return report
+
+
+def _seed_parcel(
+    *, session: Session, settings: Settings, actor: Actor, parcel: dict[str, Any]
+) -> bool:
+    """A maintainer whose claim is redeemed: a parcel for the shipping desk (once)."""
+    maintainer = accounts.find_maintainer_by_username(session=session, username=parcel["username"])
+    if maintainer is not None:
+        return False
+    maintainer = accounts.create_maintainer(
+        session=session,
+        actor=actor,
+        username=parcel["username"],
+        email=f"{parcel['username']}@example.org",
+        display_name=parcel["display_name"],
+        country=parcel["country"],
+    )
+    eligibility.grant_project_role(
+        session=session,
+        actor=actor,
+        project=eligibility.ensure_project(session=session, name=parcel["project"]),
+        maintainer=maintainer,
+        role=ProjectRoleKind.OWNER,
+    )
+    issued = claims.issue_claim_code(
+        session=session, mailer=get_mailer(), settings=settings, actor=actor, maintainer=maintainer
+    )
+    if not isinstance(issued, claims.IssuedCode):
+        return False  # no keys left for the demo parcel: the demo still runs
+    address = validate_address(
+        {**parcel["address"], "name": parcel["display_name"]}, served=settings.countries
+    )
+    claims.redeem_claim(
+        session=session,
+        mailer=get_mailer(),
+        settings=settings,
+        actor=actor,
+        maintainer=maintainer,
+        code=issued.code,
+        items=parcel["items"],
+        recipient=claims.Recipient(
+            address, parcel["phone"], parcel["display_name"], parcel.get("name_local", "")
+        ),
+        idempotency_key=f"demo-{parcel['username']}",
+    )
+    return True
 
 
 @click.command("seed")
@@ -135,6 +188,7 @@ def seed_command(as_json: bool) -> None:
         return
     click.echo(
         f"Demo data: {report.maintainers_added} maintainers, {report.roles_added} roles, "
-        f"{report.staff_added} staff and {report.batches_received} stock batches added; "
+        f"{report.staff_added} staff, {report.batches_received} stock batches and "
+        f"{report.parcels_added} parcels added; "
         f"critical list {'recorded' if report.critical_list_recorded else 'unchanged'}."
     )

@@ -11,7 +11,7 @@ from sqlmodel import func, select
 
 from accounts import services
 from accounts.models import Maintainer, Staff, StaffRole
-from distribution import stock
+from distribution import fulfilment, stock
 from eligibility.critical import look_up_project
 from eligibility.models import ProjectRole
 
@@ -103,18 +103,28 @@ def test_seed_loads_the_demo_once(app_factory, session):
 
     assert first.exit_code == 0, first.output
     added = json.loads(first.output)
-    counts = (added["maintainers_added"], added["staff_added"], added["batches_received"])
-    assert counts == (6, 4, 2)
+    counts = (
+        added["maintainers_added"],
+        added["staff_added"],
+        added["batches_received"],
+        added["parcels_added"],
+    )
+    assert counts == (6, 4, 2, 4)
     again = json.loads(second.output)
     assert (
         again["maintainers_added"],
         again["roles_added"],
         again["staff_added"],
         again["batches_received"],
-    ) == (0, 0, 0, 0)
-    assert session.exec(select(func.count()).select_from(Maintainer)).one() == 6
-    assert session.exec(select(func.count()).select_from(ProjectRole)).one() == 7
+        again["parcels_added"],
+    ) == (0, 0, 0, 0, 0)
+    # 6 people to sign in as, and 4 whose parcels wait on the shipping desk
+    assert session.exec(select(func.count()).select_from(Maintainer)).one() == 10
+    assert session.exec(select(func.count()).select_from(ProjectRole)).one() == 11
     assert stock.on_hand(session=session) == {"TITAN-USB-A-NFC": 2000, "TITAN-USB-C-NFC": 2000}
+    queue = fulfilment.label_queue(session=session, base_url="http://localhost").parcels
+    assert sorted(q.label.country for q in queue) == ["CA", "DE", "GB", "JP"]
+    assert stock.stock_figures(session=session).allocated == 8
     assert added["critical_list_recorded"] and not again["critical_list_recorded"]
     requests = look_up_project(session=session, name="requests")
     assert (requests.critical, requests.rank, requests.critical_list.cutoff_rank) == (True, 6, 7000)
