@@ -141,11 +141,19 @@ def recent_runs(*, session: Session, limit: int = 10) -> list[RunView]:
     return [RunView(run, now) for run in runs]
 
 
-def run_pdf(*, session: Session, run_id: int) -> tuple[LabelRun, bytes]:
-    """The finished PDF of a run (audited: a download is a print)."""
+def run_pdf(*, session: Session, actor: Actor, run_id: int) -> tuple[LabelRun, bytes]:
+    """The finished PDF of a run. Each download is audited: it holds addresses, and a second
+    download is a second set of labels."""
     run = get_run(session=session, run_id=run_id).run
     if run.status != LabelRunStatus.DONE or run.pdf is None:
         raise RunNotFound("This run has no PDF: it is still rendering or it failed.")
+    record_event(
+        session=session,
+        actor=actor,
+        action="labels.downloaded",
+        subject_kind="label_run",
+        subject_id=run.id,
+    )
     return run, run.pdf
 
 

@@ -447,7 +447,9 @@ def label_run(run_id: int) -> ResponseReturnValue:
 @bp.get("/staff/shipping/runs/<int:run_id>/labels.pdf")
 @staff_required(StaffRole.SHIPPING)
 def label_run_pdf(run_id: int) -> ResponseReturnValue:
-    run, pdf = label_runs.run_pdf(session=get_session(), run_id=run_id)
+    run, pdf = label_runs.run_pdf(
+        session=get_session(), actor=actor_for(current_user), run_id=run_id
+    )
     response = make_response(pdf)
     response.headers["Content-Type"] = "application/pdf"
     response.headers["Content-Disposition"] = (

@@ -137,7 +137,7 @@ def test_a_failed_run_says_why_and_lets_go_of_its_claims(session, settings, wait
     assert {session.get(Claim, i).status for i in ids} == {"redeemed"}
     assert queue_ids(session, settings) == ids
     with pytest.raises(RunNotFound, match="no PDF"):
-        label_runs.run_pdf(session=session, run_id=run.id)
+        label_runs.run_pdf(session=session, actor=ACTOR, run_id=run.id)
 
 
 def test_a_run_whose_process_died_gives_its_claims_back(session, settings, waiting):

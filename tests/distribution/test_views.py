@@ -9,6 +9,7 @@ import pytest
 from sqlmodel import select
 
 from accounts.models import StaffRole
+from db import AuditEvent
 from distribution import label_runs, stock
 from distribution.models import Claim, LabelRun, Shipment
 from eligibility.services import ensure_project
@@ -216,6 +217,8 @@ def test_shipping_staff_print_labels_and_ship_by_scanning(client, session, maint
     assert len(pages) == 2 and shipment.reference in pages[0].extract_text()
     session.expire_all()
     assert session.exec(select(Claim)).one().status == "label_printed"
+    downloads = session.exec(select(AuditEvent).where(AuditEvent.action == "labels.downloaded"))
+    assert [event.subject_id for event in downloads] == [str(run.id)]
 
     unknown = client.post(
         "/staff/shipping/ship",
