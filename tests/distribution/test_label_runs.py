@@ -71,7 +71,10 @@ def test_a_run_moves_its_claims_only_once_the_pdf_is_complete(session, settings,
     assert (done.status, done.printed, done.skipped, done.pages_done) == ("done", 2, [], 4)
     reader = PdfReader(io.BytesIO(done.pdf))
     assert len(reader.pages) == 4
-    references = [session.get(Shipment, i).reference for i in ids[:2]]
+    references = [
+        session.exec(select(Shipment).where(Shipment.claim_id == i)).one().reference
+        for i in ids[:2]
+    ]
     text = "\n".join(page.extract_text() for page in reader.pages)
     assert all(reference in text for reference in references)
     assert [session.get(Claim, i).status for i in ids] == [
