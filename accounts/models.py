@@ -143,3 +143,77 @@ class StaffRoleGrant(SQLModel, table=True):
 
     staff_id: int = Field(foreign_key="staff.id", primary_key=True)
     role: str = Field(max_length=20, primary_key=True)
+
+
+class KeyOutcome(enum.StrEnum):
+    """What a registration proved (see distribution.webauthn.Outcome)."""
+
+    TITAN = "titan"  # attestation chains to the metadata's roots for a Titan
+    OTHER = "other"  # another make, or one the metadata does not know: for staff to review
+    WITHHELD = "withheld"  # the browser withheld make and model ("none" attestation)
+
+
+class SecurityKey(SQLModel, table=True):
+    """A WebAuthn credential of a maintainer (activation, sign-in) or a staff member (second
+    factor), with the attestation it was registered with, kept for support and review."""
+
+    __tablename__ = "security_key"
+    __table_args__ = (
+        sa.CheckConstraint("(maintainer_id IS NULL) <> (staff_id IS NULL)", name="one_owner"),
+        sa.CheckConstraint("outcome IN ('titan', 'other', 'withheld')", name="known_outcome"),
+        sa.CheckConstraint("sign_count >= 0", name="sign_count_not_negative"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    maintainer_id: int | None = Field(default=None, foreign_key="maintainer.id", index=True)
+    staff_id: int | None = Field(default=None, foreign_key="staff.id", index=True)
+    credential_id: str = Field(max_length=1400, unique=True)  # base64url, as browsers send it
+    public_key: bytes = Field(sa_type=sa.LargeBinary, nullable=False)  # COSE
+    sign_count: int = 0
+    name: str = Field(max_length=60)
+    aaguid: str = Field(max_length=36)
+    attestation_format: str = Field(max_length=20)
+    attestation_object: bytes = Field(sa_type=sa.LargeBinary, nullable=False)
+    client_data: bytes = Field(sa_type=sa.LargeBinary, nullable=False)
+    model: str = Field(default="", max_length=200)
+    trusted: bool = False
+    outcome: str = Field(max_length=10)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # A programme decision that a flagged key counts as a Titan activation after all.
+    accepted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    accepted_by: str = Field(default="", max_length=200)
+    accepted_reason: str = Field(default="", max_length=1000)
+
+    @property
+    def counts_as_titan(self) -> bool:
+        return self.outcome == KeyOutcome.TITAN or self.accepted_at is not None
+
+
+class WebAuthnChallenge(SQLModel, table=True):
+    """A challenge handed to a browser: bound to one person and one ceremony, used once,
+    expiring in minutes. Kept in the database, so any server can complete it."""
+
+    __tablename__ = "webauthn_challenge"
+
+    id: str = Field(primary_key=True, max_length=64)  # a random token the page sends back
+    ceremony: str = Field(max_length=40)
+    maintainer_id: int | None = Field(default=None, foreign_key="maintainer.id")
+    staff_id: int | None = Field(default=None, foreign_key="staff.id")
+    state: str = Field(max_length=4000)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class RecoveryCode(SQLModel, table=True):
+    """A single-use code that stands in for a staff member's security key; only its hash is
+    kept."""
+
+    __tablename__ = "staff_recovery_code"
+
+    id: int | None = Field(default=None, primary_key=True)
+    staff_id: int = Field(foreign_key="staff.id", index=True)
+    code_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

@@ -30,6 +30,8 @@ class KeyModel(SQLModel, table=True):
     sku: str = Field(primary_key=True, max_length=40)
     name: str = Field(max_length=100)
     connector: str = Field(max_length=20)
+    # The authenticator models (AAGUIDs in the FIDO metadata) that count as this model.
+    aaguids: list[str] = Field(default_factory=list, sa_type=JSONType, nullable=False)
 
 
 class StockMovement(SQLModel, table=True):
