@@ -40,12 +40,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     security.init_app(app, settings)
 
     from accounts.views import bp as accounts_bp
+    from distribution.activation_views import bp as activation_bp
     from distribution.views import bp as distribution_bp
     from eligibility.views import bp as eligibility_bp
 
     app.register_blueprint(accounts_bp)
     app.register_blueprint(eligibility_bp)
     app.register_blueprint(distribution_bp)
+    app.register_blueprint(activation_bp)
 
     _register_cli(app)
     _register_error_pages(app)

@@ -131,7 +131,7 @@ def _parcels(
                     phone=shipment.phone,
                     country=shipment.country,
                     items=[(names.get(sku, sku), n) for sku, n in sorted(shipment.items.items())],
-                    activation_url=f"{base_url}/claim",
+                    activation_url=f"{base_url}/claim/keys",
                 ),
             ),
         )
@@ -203,7 +203,7 @@ def ship_parcel(
                 f"Your parcel {shipment.reference} left with {shipment.carrier}, tracking number "
                 f"{shipment.tracking_number}.\n"
                 + (f"Follow it here: {link}\n" if link else "")
-                + f"\nWhen it arrives, register both keys: {settings.base_url}/claim\n"
+                + f"\nWhen it arrives, register both keys: {settings.base_url}/claim/keys\n"
             ),
             purpose="parcel_shipped",
         ),

@@ -66,6 +66,12 @@ EXPECTED: dict[str, str | set[StaffRole]] = {
     "distribution.deliveries_apply": {StaffRole.SHIPPING},
     "distribution.replacements": {StaffRole.PROGRAMME},
     "distribution.decide_replacement": {StaffRole.PROGRAMME},
+    "activation.my_keys": MAINTAINER,
+    "activation.registration_options": MAINTAINER,
+    "activation.register_key": MAINTAINER,
+    "activation.flagged_keys": {StaffRole.PROGRAMME, StaffRole.VIEWER},
+    "activation.key_detail": {StaffRole.PROGRAMME, StaffRole.VIEWER},
+    "activation.accept_key": {StaffRole.PROGRAMME},
 }
 
 SAMPLE_ARGUMENTS = {
@@ -80,6 +86,7 @@ SAMPLE_ARGUMENTS = {
     "action": "void",
     "exception_id": 1,
     "decision": "approve",
+    "key_id": 1,
 }
 VISITORS = ["anonymous", "maintainer", *[role.value for role in StaffRole]]
 

