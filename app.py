@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _register_cli(app: Flask) -> None:
     from accounts.cli import staff_cli
     from demo import seed_command
-    from distribution.cli import claims_cli, shipping_cli, stock_cli
+    from distribution.cli import claims_cli, keys_cli, shipping_cli, stock_cli
     from eligibility.cli import eligibility_cli
     from mail import mail_cli
 
@@ -78,6 +78,7 @@ def _register_cli(app: Flask) -> None:
     app.cli.add_command(shipping_cli)
     app.cli.add_command(stock_cli)
     app.cli.add_command(claims_cli)
+    app.cli.add_command(keys_cli)
 
 
 def _register_error_pages(app: Flask) -> None:

@@ -14,7 +14,7 @@ from click._termui_impl import ProgressBar
 from flask.cli import with_appcontext
 
 from db import Actor, get_database
-from distribution import claims, fulfilment, label_runs, stock
+from distribution import activation, claims, fulfilment, label_runs, stock, webauthn
 from distribution.addresses import InvalidAddress, validate_address
 from distribution.labels import LAYOUTS, LabelSettings, Layout
 from distribution.models import ClaimStatus
@@ -261,3 +261,39 @@ def _pages_to(bar: ProgressBar[int]) -> Callable[[int, int], None]:
         bar.update(done - bar.pos)
 
     return advance
+
+
+@click.group("keys")
+def keys_cli() -> None:
+    """Security keys."""
+
+
+@keys_cli.command("inspect-attestation")
+@click.option("--attestation-object", required=True, help="base64url, as the browser sent it.")
+@click.option("--client-data", required=True, help="The clientDataJSON, base64url.")
+@_JSON
+@with_appcontext
+def inspect_attestation_command(attestation_object: str, client_data: str, as_json: bool) -> None:
+    """What an attestation a maintainer sent in says: format, AAGUID, model, whether its chain
+    is trusted, whether it is a Titan, and what is wrong with it, if anything."""
+    with get_database().transaction() as session:
+        titans = activation.titan_aaguids(session=session)
+    report = webauthn.inspect_attestation(
+        attestation_object=attestation_object,
+        client_data=client_data,
+        metadata=webauthn.Metadata.bundled(),
+        titan_aaguids=titans,
+    )
+    fields = {
+        "format": report.format,
+        "aaguid": report.aaguid,
+        "model": report.model,
+        "trusted": report.trusted,
+        "titan": report.titan,
+        "problem": report.problem,
+    }
+    if as_json:
+        click.echo(json.dumps(fields))
+        return
+    for name, value in fields.items():
+        click.echo(f"{name:8} {value if value is not None else '-'}")

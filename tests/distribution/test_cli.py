@@ -217,3 +217,47 @@ def test_a_label_run_from_the_command_line(app, session, tmp_path):
         "label_printed": 0,
         "skipped": [],
     }
+
+
+def test_inspect_attestation_tells_support_what_a_key_sent(app):
+    from uuid import UUID
+
+    from distribution import webauthn
+    from tests.soft_authenticator import SoftAuthenticator, TestCA
+
+    options, _challenge = webauthn.registration_options(
+        rp=webauthn.RelyingParty.from_base_url("https://keys.example.org", name="Keys"),
+        user_id=b"maintainer:1",
+        user_name="ada@example.org",
+        display_name="Ada",
+    )
+    titan = UUID("42b4fb4a-2866-43b2-9bf7-6c6669c2e5d3")
+    sent = SoftAuthenticator(aaguid=titan, ca=TestCA.create()).register(
+        options, origin="https://keys.example.org"
+    )["response"]
+    runner = app.test_cli_runner()
+
+    def inspect(attestation: str, client_data: str) -> dict[str, object]:
+        result = runner.invoke(
+            args=[
+                "keys",
+                "inspect-attestation",
+                "--attestation-object",
+                attestation,
+                "--client-data",
+                client_data,
+                "--json",
+            ]
+        )
+        assert result.exit_code == 0, result.output
+        report: dict[str, object] = json.loads(result.output)
+        return report
+
+    forged = inspect(sent["attestationObject"], sent["clientDataJSON"])
+    garbage = inspect("not-cbor", sent["clientDataJSON"])
+
+    assert forged["format"] == "packed" and forged["aaguid"] == str(titan)
+    assert forged["model"] == "Google Titan Security Key v2"  # what it claims to be…
+    assert (forged["trusted"], forged["titan"]) == (False, False)  # …but cannot prove
+    assert forged["problem"]
+    assert garbage["format"] is None and "not base64url CBOR" in str(garbage["problem"])
