@@ -10,7 +10,7 @@ promise, not only ours.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -157,6 +157,12 @@ def get_session() -> Session:
         g.db_session = get_database().session()
     session: Session = g.db_session
     return session
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the current request's transaction has committed (and not at all
+    if it rolls back): for work that must see what the request wrote."""
+    sa.event.listen(get_session(), "after_commit", lambda _session: callback(), once=True)
 
 
 def discard_changes() -> None:

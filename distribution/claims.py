@@ -566,10 +566,13 @@ def timeline(*, session: Session, claim: Claim) -> list[TimelineStep]:
     status = _TIMELINE_STAND_IN.get(ClaimStatus(claim.status), ClaimStatus(claim.status))
     reached = order.index(status) if status in order else -1
 
+    # While a parcel is back or lost, nothing is under way: the exception says what comes next.
+    stalled = ClaimStatus(claim.status) in _TIMELINE_STAND_IN
+
     def state(index: int) -> str:
         if index <= reached:
             return "done"
-        return "current" if index == reached + 1 else "upcoming"
+        return "current" if index == reached + 1 and not stalled else "upcoming"
 
     return [
         TimelineStep(label, seen.get(status.value), state(index))

@@ -10,6 +10,7 @@ from typing import TypeVar, cast
 from flask import (
     Blueprint,
     abort,
+    current_app,
     flash,
     make_response,
     redirect,
@@ -26,7 +27,7 @@ from wtforms.fields.choices import SelectChoice
 from accounts.forms import ConfirmForm
 from accounts.models import Maintainer, StaffRole
 from accounts.services import actor_for
-from db import Actor, get_database, get_session
+from db import Actor, after_commit, get_database, get_session
 from distribution import claims, exceptions, fulfilment, label_runs, stock
 from distribution.addresses import (
     InvalidAddress,
@@ -413,7 +414,7 @@ def print_labels() -> ResponseReturnValue:
 def reprint_labels() -> ResponseReturnValue:
     """Print the labels of parcels that wait to ship once more (audited; nothing moves)."""
     session = get_session()
-    form = ReprintForm()
+    form = ReprintForm(prefix="reprint")
     form.claim_ids.choices = _parcel_choices(_printed(session))
     if not form.validate_on_submit():
         return _render_shipping(LabelRunForm(formdata=None), reprint=form), 400
@@ -427,14 +428,17 @@ def reprint_labels() -> ResponseReturnValue:
     return _follow(run)
 
 
+# How a started run gets rendered: a thread of this process, once the request has committed.
+# Tests whose app shares one rolled-back connection replace it (no second thread may use it).
+LABEL_RUN_STARTER = "label_run_starter"
+
+
 def _follow(run: LabelRun) -> ResponseReturnValue:
     """Render the run once this request's commit made it visible; show its progress."""
     database, settings, run_id = get_database(), get_settings(), run.id or 0
-    response = redirect(url_for("distribution.label_run", run_id=run_id))
-    response.call_on_close(
-        lambda: label_runs.run_in_background(database=database, settings=settings, run_id=run_id)
-    )
-    return response
+    start = current_app.extensions.get(LABEL_RUN_STARTER, label_runs.run_in_background)
+    after_commit(lambda: start(database=database, settings=settings, run_id=run_id))
+    return redirect(url_for("distribution.label_run", run_id=run_id))
 
 
 @bp.get("/staff/shipping/runs/<int:run_id>")
@@ -786,7 +790,7 @@ def _render_shipping(
     queue = _queue(session)
     printed = _printed(session)
     run.claim_ids.choices = _parcel_choices(queue.parcels[:QUEUE_PAGE])
-    reprint = reprint or ReprintForm(formdata=None)
+    reprint = reprint or ReprintForm(formdata=None, prefix="reprint")
     reprint.claim_ids.choices = _parcel_choices(printed)
     ship = ship or ShipForm(formdata=None)
     ship.carrier.choices = _carriers()

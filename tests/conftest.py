@@ -27,6 +27,7 @@ from sqlmodel import Session
 
 from app import create_app
 from db import create_db_engine, get_database, upgrade_database
+from distribution.views import LABEL_RUN_STARTER
 from settings import Settings
 
 # --- databases --------------------------------------------------------------------------------
@@ -179,10 +180,12 @@ def connection(engine: sa.Engine) -> Iterator[sa.Connection]:
 
 
 def bind_to(app: Flask, connection: sa.Connection) -> None:
-    """Make the app's sessions join ``connection``; their commits release savepoints."""
+    """Make the app's sessions join ``connection``; their commits release savepoints. Label
+    runs are not started in a thread (it would share the connection): tests run the job."""
     get_database(app).sessionmaker.configure(
         bind=connection, join_transaction_mode="create_savepoint"
     )
+    app.extensions[LABEL_RUN_STARTER] = lambda **_run: None
 
 
 AppFactory = Callable[..., Flask]

@@ -94,7 +94,7 @@ def test_a_run_started_on_the_web_renders_in_the_background(databases, smtp_serv
     sign_in_as(client, staff)
     token = csrf_token(client, "/staff/shipping")
 
-    # Closing the response, as every server does once it is sent, starts the job.
+    # The request's commit starts the job in a thread of the app.
     with client.post(
         "/staff/shipping/labels",
         data={

@@ -1,103 +1,304 @@
-"""Journey: shipping staff select waiting parcels, download their labels as a PDF, and mark one
-shipped by scanning (typing) the reference printed on it."""
+"""Journeys: shipping staff filter the queue, select parcels and start a label run, follow the
+run page (it reloads itself) until the PDF is ready, download and read it, then ship a parcel
+by scanning the reference printed on it.
+
+Every journey shares one live database with the others, so each sends its parcels to a country
+no other journey uses, filters the queue by it, and asserts only on what it did itself.
+"""
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 from pypdf import PdfReader
+from sqlmodel import select
 
 from accounts.models import StaffRole
-from accounts.services import actor_for, find_maintainer_by_username
-from db import get_database
-from distribution import claims
-from distribution.addresses import validate_address
-from mail import OutboxMailer
+from db import AuditEvent, get_database
+from distribution.models import LabelRun, Shipment, StockMovement
+from tests.conftest import Mailbox
 from tests.e2e.conftest import LiveServer
-from tests.e2e.journeys import set_up_maintainer
-from tests.factories import STAFF_PASSWORD, USB_A, USB_C, make_staff
+from tests.e2e.journeys import (
+    claim_of,
+    mail_to,
+    redeemed_parcel,
+    redeemed_parcels,
+    sign_in_as_staff,
+)
+from tests.factories import USB_A, USB_C, make_staff
 
 pytestmark = pytest.mark.e2e
 
-TOKYO = {
-    "country_code": "JP",
-    "name": "Ship Kenji",
-    "street_address": "1-1 Marunouchi",
-    "city": "Chiyoda-ku",
-    "country_area": "Tokyo",
-    "postal_code": "100-0005",
-}
-
-
-def redeemed_parcel(live_server: LiveServer, username: str) -> str:
-    """A maintainer in Japan whose claim waits for a label; the parcel's reference."""
-    set_up_maintainer(
-        live_server,
-        username=username,
-        country="JP",
-        project=f"{username}-core",
-        rank=5,
-        stock={USB_A: 2, USB_C: 2},
-    )
-    settings = live_server.app.extensions["keys_settings"]
-    with get_database(live_server.app).transaction() as session:
-        person = find_maintainer_by_username(session=session, username=username)
-        assert person is not None
-        issued = claims.issue_claim_code(
-            session=session,
-            mailer=OutboxMailer(),
-            settings=settings,
-            actor=actor_for(person),
-            maintainer=person,
-        )
-        assert isinstance(issued, claims.IssuedCode)
-        shipment = claims.redeem_claim(
-            session=session,
-            mailer=OutboxMailer(),
-            settings=settings,
-            actor=actor_for(person),
-            maintainer=person,
-            code=issued.code,
-            items={USB_A: 1, USB_C: 1},
-            recipient=claims.Recipient(
-                validate_address(TOKYO, served=settings.countries),
-                "+81312345678",
-                "Ship Kenji",
-                "田中健二",
-            ),
-            idempotency_key=f"e2e-{username}",
-        )
-        return shipment.reference
+USB_A_NAME = "Titan Security Key USB-A/NFC"
+# A 4×6 in label is 288 × 432 PDF points.
+LABEL_WIDTH, LABEL_HEIGHT = 288, 432
+# Parcels enough for a run of two chunks (a chunk holds 100 pages: 50 labels and their slips).
+BIG_RUN = 51
 
 
 def test_staff_print_labels_and_ship_a_parcel_by_its_reference(
-    live_server: LiveServer, page: Page, tmp_path
+    live_server: LiveServer, page: Page, mailbox: Mailbox, tmp_path: Path
 ):
-    reference = redeemed_parcel(live_server, "ship-kenji")
+    tokyo = redeemed_parcel(
+        live_server,
+        username="ship-kenji",
+        address={
+            "country_code": "JP",
+            "name": "Ship Kenji",
+            "street_address": "1-1 Marunouchi",
+            "city": "Chiyoda-ku",
+            "country_area": "Tokyo",
+            "postal_code": "100-0005",
+        },
+        phone="+81312345678",
+        items={USB_A: 1, USB_C: 1},
+    )
+    bern = redeemed_parcel(
+        live_server,
+        username="ship-heidi",
+        address={
+            "country_code": "CH",
+            "name": "Heidi Frei",
+            "street_address": "Bundesplatz 3",
+            "city": "Bern",
+            "postal_code": "3011",
+        },
+        phone="+41313222111",
+        items={USB_A: 1, USB_C: 1},
+    )
+    basel = redeemed_parcel(
+        live_server,
+        username="ship-urs",
+        address={
+            "country_code": "CH",
+            "name": "Urs Keller",
+            "street_address": "Bahnhofstrasse 10",
+            "city": "Basel",
+            "postal_code": "4051",
+        },
+        phone="+41612671111",
+        items={USB_C: 2},
+    )
     with get_database(live_server.app).transaction() as session:
-        make_staff(session, email="ship-desk@example.org", roles=[StaffRole.SHIPPING])
+        make_staff(
+            session, email="ship-desk@example.org", name="Sasha Desk", roles=[StaffRole.SHIPPING]
+        )
 
-    page.goto(f"{live_server.url}/staff/sign-in")
-    page.get_by_label("Email address").fill("ship-desk@example.org")
-    page.get_by_label("Password").fill(STAFF_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in_as_staff(live_server, page, "ship-desk@example.org")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Shipping").click()
     expect(page.get_by_role("heading", name="Shipping", level=1)).to_be_visible()
+    run_form = page.get_by_test_id("label-run")
+    expect(run_form.get_by_label(tokyo.reference, exact=False)).to_be_visible()
 
-    page.get_by_label(reference, exact=False).check()
+    # The counts cover the whole queue; each one opens the queue filtered by it.
+    counts = page.get_by_test_id("queue-counts")
+    counts.get_by_role("link", name="Switzerland 2", exact=True).click()
+    expect(page.get_by_test_id("queue-filter").get_by_label("Destination")).to_have_value("CH")
+    expect_shown(page, 2)
+    expect(run_form.get_by_role("checkbox")).to_have_count(2)
+    expect(run_form.get_by_label(tokyo.reference, exact=False)).to_have_count(0)
+
+    # Narrowed further with the filter form: only Bern's parcel holds a USB-A key.
+    page.get_by_test_id("queue-filter").get_by_label("Model").select_option(label=USB_A_NAME)
+    page.get_by_role("button", name="Filter").click()
+    expect_shown(page, 1)
+    expect(run_form.get_by_label(bern.reference, exact=False)).to_be_visible()
+    expect(run_form.get_by_label(basel.reference, exact=False)).to_have_count(0)
+    page.get_by_test_id("queue-filter").get_by_label("Model").select_option(label="Any model")
+    page.get_by_role("button", name="Filter").click()
+    expect_shown(page, 2)
+
+    run_form.get_by_label(bern.reference, exact=False).check()
+    run_form.get_by_label(basel.reference, exact=False).check()
+    expect(run_form.get_by_label("Layout")).to_have_value("4x6")
     live_server.screenshot(page, "shipping")
-    with page.expect_download() as download:
-        page.get_by_role("button", name="Print labels (PDF)").click()
-    pdf = tmp_path / "labels.pdf"
-    download.value.save_as(pdf)
-    pages = PdfReader(pdf).pages
-    assert len(pages) == 2  # the label and its packing slip
-    assert reference in pages[0].extract_text() and "JAPAN" in pages[0].extract_text()
+    run_form.get_by_role("button", name="Print the selected labels").click()
 
-    page.goto(f"{live_server.url}/staff/shipping")
-    page.get_by_label("Parcel reference (scan the barcode)").fill(reference.lower())
-    page.get_by_label("Carrier", exact=True).select_option("DHL")
-    page.get_by_label("Tracking number", exact=True).fill("JD014600006281230")
-    page.get_by_role("button", name="Mark shipped").click()
-    expect(page.get_by_text(f"Parcel {reference} shipped with DHL.")).to_be_visible()
-    expect(page.get_by_text(reference)).to_have_count(1)  # only the message: no longer waiting
+    # The run page: rendering with its progress, or already done; never a blank page.
+    expect(page).to_have_url(re.compile(r"/staff/shipping/runs/\d+$"))
+    run_id = int(page.url.rsplit("/", 1)[1])
+    expect(page.get_by_role("heading", name=f"Label run {run_id}", level=1)).to_be_visible()
+    expect(page.locator("main")).to_contain_text(
+        "2 parcel(s), 4×6 in labels, started by ship-desk@example.org"
+    )
+    follow_run(page, pages=4)
+    expect(page.get_by_test_id("run-state")).to_contain_text(
+        "4 pages. 2 parcel(s) now count as printed and wait to ship."
+    )
+    live_server.screenshot(page, "label-run")
+
+    with get_database(live_server.app).transaction() as session:
+        run = session.get(LabelRun, run_id)
+        assert run is not None
+        assert (run.status, run.printed, run.pages_done, run.pages_total) == ("done", 2, 4, 4)
+        assert sorted(run.claim_ids) == sorted([bern.claim_id, basel.claim_id])
+        for parcel in (bern, basel):
+            assert claim_of(session, parcel).status == "label_printed"
+        assert claim_of(session, tokyo).status == "redeemed"
+        printed = session.exec(
+            select(AuditEvent).where(
+                AuditEvent.action == "labels.printed", AuditEvent.subject_id == str(run_id)
+            )
+        ).one()
+        assert printed.actor_label == "ship-desk@example.org"
+        assert sorted(printed.details["references"]) == sorted([bern.reference, basel.reference])
+
+    with page.expect_download() as download_info:
+        page.get_by_test_id("download").click()
+    download = download_info.value
+    assert re.fullmatch(rf"labels-{run_id}-\d{{8}}-\d{{4}}\.pdf", download.suggested_filename)
+    pdf = tmp_path / download.suggested_filename
+    download.save_as(pdf)
+    pages = PdfReader(pdf).pages
+    # Two 4×6 pages a parcel, oldest first: its label, then its packing slip.
+    assert len(pages) == 4
+    assert {(round(p.mediabox.width), round(p.mediabox.height)) for p in pages} == {
+        (LABEL_WIDTH, LABEL_HEIGHT)
+    }
+    for number, parcel in enumerate((bern, basel)):
+        label = pages[2 * number].extract_text()
+        slip = pages[2 * number + 1].extract_text()
+        assert parcel.lines[-1] == "SWITZERLAND"
+        for line in parcel.lines:
+            assert line in label, f"{line!r} is missing from the label of {parcel.reference}"
+        assert parcel.reference in label
+        assert "CUSTOMS DECLARATION CN22" in label  # Switzerland is outside the EU
+        assert f"Claim {parcel.claim_id}" in slip and parcel.reference in slip
+
+    # Back at the desk the two parcels wait to ship, and Switzerland's queue is empty.
+    page.get_by_role("link", name="‹ Shipping").click()
+    printed_list = page.get_by_test_id("printed-parcels")
+    expect(printed_list.get_by_role("link", name=bern.reference)).to_be_visible()
+    expect(printed_list.get_by_role("link", name=basel.reference)).to_be_visible()
+    expect(counts.get_by_role("link", name=re.compile(r"^Switzerland "))).to_have_count(0)
+    expect(
+        page.get_by_test_id("label-runs")
+        .get_by_role("row")
+        .filter(has=page.get_by_role("link", name=f"Run {run_id}", exact=True))
+    ).to_contain_text("download the PDF")
+
+    # The scanner types into the field that has the focus; staff add carrier and number.
+    ship_form = page.get_by_test_id("ship-form")
+    expect(ship_form.get_by_label("Parcel reference (scan the barcode)")).to_be_focused()
+    page.keyboard.type(bern.reference)
+    ship_form.get_by_label("Carrier").select_option("DHL")
+    ship_form.get_by_label("Tracking number").fill("JD014600006281230")
+    ship_form.get_by_role("button", name="Mark shipped").click()
+    expect(page.get_by_text(f"Parcel {bern.reference} shipped with DHL.")).to_be_visible()
+    expect(printed_list.get_by_role("link", name=bern.reference)).to_have_count(0)
+    expect(printed_list.get_by_role("link", name=basel.reference)).to_be_visible()
+
+    mail = mail_to(mailbox, "ship-heidi@example.org", "Your security keys are on their way")
+    body = mail.get_content()
+    assert f"Your parcel {bern.reference} left with DHL" in body
+    assert "https://www.dhl.com/global-en/home/tracking.html?tracking-id=JD014600006281230" in body
+    assert mailbox.to("ship-urs@example.org") == []
+
+    with get_database(live_server.app).transaction() as session:
+        assert claim_of(session, bern).status == "shipped"
+        assert claim_of(session, basel).status == "label_printed"
+        shipment = session.exec(select(Shipment).where(Shipment.reference == bern.reference)).one()
+        assert (shipment.carrier, shipment.tracking_number) == ("DHL", "JD014600006281230")
+        assert shipment.shipped_at is not None
+        movements = session.exec(
+            select(StockMovement).where(StockMovement.reference == bern.reference)
+        ).all()
+        assert {(m.kind, m.sku, m.quantity) for m in movements} == {
+            ("shipped", USB_A, -1),
+            ("shipped", USB_C, -1),
+        }
+
+
+def expect_shown(page: Page, shown: int) -> None:
+    """The queue lists ``shown`` parcels, out of as many as the badge counts in all."""
+    total = page.get_by_test_id("queue-count").inner_text()
+    expect(page.get_by_test_id("shown-count")).to_have_text(
+        f"{shown} of {total} waiting parcel(s) shown, oldest first."
+    )
+
+
+def follow_run(page: Page, *, pages: int) -> str:
+    """Watch a run page until its PDF is ready, without touching it: while rendering it shows
+    its progress and reloads itself. What the first view showed: "rendering" or "done"."""
+    loads: list[str] = []
+    page.on("load", lambda loaded: loads.append(loaded.url))
+    run_url = page.url
+    # One snapshot of the page as loaded, so that a reload cannot come between two checks.
+    first = page.content()
+    status = re.search(r'data-testid="run-state" data-status="(\w+)"', first)
+    assert status, "the run page shows no state"
+    if status.group(1) == "rendering":
+        assert "Rendering…" in first
+        assert re.search(rf"\b\d+</span> of {pages} pages done", first)
+        assert f'<progress max="{pages}"' in first
+        assert 'http-equiv="refresh"' in first
+    else:
+        assert status.group(1) == "done", f"the run {status.group(1)}"
+    state = page.get_by_test_id("run-state")
+    expect(
+        state.get_by_role("heading", name="The PDF is ready"),
+        "the run never finished (or never started)",
+    ).to_be_visible(timeout=20_000)
+    expect(state).to_have_attribute("data-status", "done")
+    expect(page.locator('meta[http-equiv="refresh"]')).to_have_count(0)
+    if status.group(1) == "rendering":
+        assert loads.count(run_url) >= 1, "the page did not reload itself"
+    return status.group(1)
+
+
+def test_a_big_run_shows_its_progress_until_the_pdf_is_ready(
+    live_server: LiveServer, page: Page, tmp_path: Path
+):
+    parcels = redeemed_parcels(
+        live_server,
+        prefix="bulk",
+        count=BIG_RUN,
+        address={
+            "country_code": "CA",
+            "name": "Ann Lee",
+            "street_address": "111 Wellington Street",
+            "city": "Ottawa",
+            "country_area": "ON",
+            "postal_code": "K1A 0A9",
+        },
+        phone="+16135550100",
+    )
+    with get_database(live_server.app).transaction() as session:
+        make_staff(
+            session, email="bulk-desk@example.org", name="Bo Desk", roles=[StaffRole.SHIPPING]
+        )
+
+    sign_in_as_staff(live_server, page, "bulk-desk@example.org")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Shipping").click()
+    page.get_by_test_id("queue-counts").get_by_role(
+        "link", name=f"Canada {BIG_RUN}", exact=True
+    ).click()
+    expect_shown(page, BIG_RUN)
+    page.get_by_role("button", name=f"Print all {BIG_RUN} shown").click()
+
+    # More than one chunk to render: the first view is the progress, never a blank page.
+    expect(page).to_have_url(re.compile(r"/staff/shipping/runs/\d+$"))
+    run_id = int(page.url.rsplit("/", 1)[1])
+    pages = 2 * BIG_RUN
+    assert follow_run(page, pages=pages) == "rendering"
+    expect(page.get_by_test_id("run-state")).to_contain_text(
+        f"{pages} pages. {BIG_RUN} parcel(s) now count as printed and wait to ship."
+    )
+    with get_database(live_server.app).transaction() as session:
+        run = session.get(LabelRun, run_id)
+        assert run is not None
+        assert (run.status, run.printed, run.pages_done) == ("done", BIG_RUN, pages)
+        assert {claim_of(session, p).status for p in parcels} == {"label_printed"}
+
+    with page.expect_download() as download_info:
+        page.get_by_test_id("download").click()
+    pdf = tmp_path / "big-run.pdf"
+    download_info.value.save_as(pdf)
+    labels = PdfReader(pdf).pages
+    assert len(labels) == pages
+    # The chunks are joined in order: the oldest parcel first, the newest last.
+    assert parcels[0].reference in labels[0].extract_text()
+    assert parcels[-1].reference in labels[-2].extract_text()
