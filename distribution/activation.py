@@ -10,6 +10,7 @@ UPDATE), expiring in minutes. ``distribution.webauthn`` does the cryptography.
 from __future__ import annotations
 
 import base64
+import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from accounts.models import KeyOutcome, Maintainer, SecurityKey, WebAuthnChallenge
-from db import Actor, record_event, utcnow
+from accounts.services import find_maintainer_by_email
+from db import Actor, ActorKind, record_event, utcnow
 from distribution import webauthn
 from distribution.claims import active_claim, items_of, shipment_of, transition_claim
 from distribution.errors import DistributionError
@@ -29,6 +31,7 @@ from settings import Settings
 
 RP_NAME = "Security Key Giveaway"
 REGISTER = "maintainer.register"
+SIGN_IN = "maintainer.sign_in"
 
 
 class KeyProblem(DistributionError):
@@ -158,6 +161,70 @@ def finish_registration(
     return KeyRegistered(key, registration.message, activated)
 
 
+def begin_sign_in(
+    *, session: Session, settings: Settings, email: str
+) -> tuple[dict[str, Any], str]:
+    """Options to sign in with a key of the maintainer behind ``email``. An address without keys
+    gets options for a made-up key, the same each time, so the answer reveals nothing."""
+    maintainer = find_maintainer_by_email(session=session, email=email.strip()[:320])
+    keys = keys_of(session=session, maintainer=maintainer) if maintainer else []
+    credentials = [_decode(key.credential_id) for key in keys] or [
+        hmac.digest(settings.secret_key.encode(), email.strip().lower().encode(), "sha256")
+    ]
+    options, challenge = webauthn.authentication_options(
+        rp=relying_party(settings), credentials=credentials
+    )
+    return options, _keep(session, challenge, SIGN_IN, maintainer if keys else None)
+
+
+def finish_sign_in(
+    *, session: Session, settings: Settings, token: str, response: Mapping[str, Any] | str
+) -> Maintainer:
+    """The maintainer whose key signed the challenge. A sign counter that went backwards (a
+    cloned key, say) is refused and audited."""
+    row = session.get(WebAuthnChallenge, str(token)[:64])
+    owner = session.get(Maintainer, row.maintainer_id) if row and row.maintainer_id else None
+    challenge = _take(session, token, SIGN_IN, owner)
+    keys = (
+        {_decode(key.credential_id): key for key in keys_of(session=session, maintainer=owner)}
+        if owner
+        else {}
+    )
+    try:
+        assertion = webauthn.verify_authentication(
+            rp=relying_party(settings),
+            challenge=challenge,
+            response=response,
+            credentials={
+                credential: webauthn.StoredKey(key.public_key, key.sign_count)
+                for credential, key in keys.items()
+            },
+        )
+    except webauthn.CounterRegression as regression:
+        key = keys[regression.credential_id]
+        record_event(
+            session=session,
+            actor=Actor.anonymous(),
+            action="security_key.counter_regression",
+            subject_kind="security_key",
+            subject_id=key.id,
+            details={"stored": regression.stored, "received": regression.received},
+        )
+        raise
+    key = keys[assertion.credential_id]
+    key.sign_count, key.last_used_at = assertion.sign_count, utcnow()
+    session.flush()
+    assert owner is not None  # only an owner's keys can verify
+    record_event(
+        session=session,
+        actor=Actor(ActorKind.MAINTAINER, owner.id, owner.username),
+        action="maintainer.signed_in_with_key",
+        subject_kind="security_key",
+        subject_id=key.id,
+    )
+    return owner
+
+
 def accept_key(*, session: Session, actor: Actor, key_id: int, reason: str) -> SecurityKey:
     """Programme staff count a flagged key as a Titan activation after all, saying why."""
     key = get_key(session=session, key_id=key_id)
@@ -240,14 +307,14 @@ def _activate_if_complete(session: Session, actor: Actor, maintainer: Maintainer
 
 
 def _keep(
-    session: Session, challenge: webauthn.Challenge, ceremony: str, maintainer: Maintainer
+    session: Session, challenge: webauthn.Challenge, ceremony: str, maintainer: Maintainer | None
 ) -> str:
     token = secrets.token_urlsafe(32)
     session.add(
         WebAuthnChallenge(
             id=token,
             ceremony=ceremony,
-            maintainer_id=maintainer.id,
+            maintainer_id=None if maintainer is None else maintainer.id,
             state=challenge.to_json(),
             created_at=challenge.created_at,
             expires_at=challenge.expires_at,
@@ -258,11 +325,13 @@ def _keep(
 
 
 def _take(
-    session: Session, token: str, ceremony: str, maintainer: Maintainer
+    session: Session, token: str, ceremony: str, maintainer: Maintainer | None
 ) -> webauthn.Challenge:
-    """The challenge behind ``token``, used up now; only its owner can, and only once."""
+    """The challenge behind ``token``, used up now: only for the person it was made for (for a
+    sign-in, whoever the address named, even nobody), only once, only before it expires."""
     row = session.get(WebAuthnChallenge, str(token)[:64])
-    if row is None or row.ceremony != ceremony or row.maintainer_id != maintainer.id:
+    owner = None if maintainer is None else maintainer.id
+    if row is None or row.ceremony != ceremony or row.maintainer_id != owner:
         raise webauthn.ChallengeMismatch(
             "This request is not one we made for you. Reload the page and try again."
         )

@@ -16,15 +16,21 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
-from flask_login import current_user
+from flask_login import current_user, login_user
 
 from accounts.forms import ConfirmForm
 from accounts.models import Maintainer, StaffRole
-from accounts.services import actor_for
+from accounts.services import actor_for, normalize_email
 from db import get_session
 from distribution import activation, webauthn
 from distribution.forms import ReasonForm
-from security import limiter, maintainer_required, staff_required
+from security import (
+    SIGN_IN_LINK_PER_ADDRESS,
+    SIGN_IN_LINK_PER_IP,
+    limiter,
+    maintainer_required,
+    staff_required,
+)
 from settings import get_settings
 
 bp = Blueprint("activation", __name__)
@@ -105,8 +111,55 @@ def register_key() -> ResponseReturnValue:
     )
 
 
-def _refused(status: int, message: str) -> ResponseReturnValue:
-    return jsonify(error="The key was not registered", message=message, status=status), status
+# --- signing in with a key ---------------------------------------------------------------------
+
+_NOT_IN = "You are not signed in"
+
+
+def _json_email_key() -> str:
+    body = request.get_json(silent=True)
+    email = body.get("email", "") if isinstance(body, dict) else ""
+    return "key-sign-in:" + normalize_email(str(email))[:320]
+
+
+@bp.post("/api/sign-in/key/options")
+@limiter.limit(SIGN_IN_LINK_PER_IP)
+@limiter.limit(SIGN_IN_LINK_PER_ADDRESS, key_func=_json_email_key)
+def sign_in_options() -> ResponseReturnValue:
+    body: Any = request.get_json(silent=True)
+    email = str(body.get("email", "")).strip() if isinstance(body, dict) else ""
+    if "@" not in email:
+        return _refused(400, "Enter the email address of your PyPI account first.", _NOT_IN)
+    options, token = activation.begin_sign_in(
+        session=get_session(), settings=get_settings(), email=email
+    )
+    return jsonify(token=token, publicKey=options)
+
+
+@bp.post("/api/sign-in/key")
+@limiter.limit(SIGN_IN_LINK_PER_IP)
+def sign_in_with_key() -> ResponseReturnValue:
+    body: Any = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return _refused(400, "Send the key's answer as a JSON object.", _NOT_IN)
+    try:
+        maintainer = activation.finish_sign_in(
+            session=get_session(),
+            settings=get_settings(),
+            token=str(body.get("token", "")),
+            response=credential if isinstance(credential := body.get("credential"), dict) else "",
+        )
+    except webauthn.WebAuthnError as problem:
+        return _refused(problem.status_code, problem.message, _NOT_IN)
+    login_user(maintainer)
+    flash(f"Signed in as {maintainer.username} with your security key.", "success")
+    return jsonify(next=url_for("accounts.account"))
+
+
+def _refused(
+    status: int, message: str, title: str = "The key was not registered"
+) -> ResponseReturnValue:
+    return jsonify(error=title, message=message, status=status), status
 
 
 @bp.get("/staff/keys")

@@ -72,6 +72,8 @@ EXPECTED: dict[str, str | set[StaffRole]] = {
     "activation.flagged_keys": {StaffRole.PROGRAMME, StaffRole.VIEWER},
     "activation.key_detail": {StaffRole.PROGRAMME, StaffRole.VIEWER},
     "activation.accept_key": {StaffRole.PROGRAMME},
+    "activation.sign_in_options": PUBLIC,
+    "activation.sign_in_with_key": PUBLIC,
 }
 
 SAMPLE_ARGUMENTS = {

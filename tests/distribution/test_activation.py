@@ -207,3 +207,56 @@ def test_a_challenge_is_used_once_by_its_owner_before_it_expires(
             session=session, settings=settings, maintainer=person
         )
         finish(token=token, response=key.register(options, origin="http://localhost:8080"))
+
+
+def sign_in(session, settings, email, authenticator, **kwargs):
+    options, token = activation.begin_sign_in(session=session, settings=settings, email=email)
+    response = authenticator.sign_in(options, origin="http://localhost", **kwargs)
+    return activation.finish_sign_in(
+        session=session, settings=settings, token=token, response=response
+    )
+
+
+def test_a_maintainer_signs_in_with_a_registered_key(session, settings, trusting, ca, shipped):
+    person, _claim_id = shipped
+    key = SoftAuthenticator(aaguid=TITAN, ca=ca)
+    registered = register(session, settings, trusting, person, key).key
+
+    assert sign_in(session, settings, person.email.upper(), key) == person
+    assert sign_in(session, settings, person.email, key) == person
+    session.refresh(registered)
+    assert registered.sign_count == 2 and registered.last_used_at is not None
+
+    with pytest.raises(webauthn.CounterRegression):
+        sign_in(session, settings, person.email, key, counter=1)  # a cloned key, say
+    regression = session.exec(
+        select(AuditEvent).where(AuditEvent.action == "security_key.counter_regression")
+    ).one()
+    assert regression.details == {"stored": 2, "received": 1}
+
+
+def test_an_address_without_keys_learns_nothing(session, settings, trusting, ca, shipped):
+    person, _claim_id = shipped
+    key = SoftAuthenticator(aaguid=TITAN, ca=ca)
+    register(session, settings, trusting, person, key)
+
+    unknown, _token = activation.begin_sign_in(
+        session=session, settings=settings, email="nobody@example.org"
+    )
+    again, _token = activation.begin_sign_in(
+        session=session, settings=settings, email="nobody@example.org"
+    )
+    known, token = activation.begin_sign_in(session=session, settings=settings, email=person.email)
+
+    assert len(unknown["allowCredentials"]) == len(known["allowCredentials"]) == 1
+    assert unknown["allowCredentials"] == again["allowCredentials"]  # the same made-up key
+    with pytest.raises(webauthn.WebAuthnError):  # a real key cannot answer for nobody
+        options, nobody = activation.begin_sign_in(
+            session=session, settings=settings, email="nobody@example.org"
+        )
+        activation.finish_sign_in(
+            session=session,
+            settings=settings,
+            token=nobody,
+            response=key.sign_in(known, origin="http://localhost"),
+        )

@@ -153,3 +153,32 @@ def test_programme_staff_review_and_accept_another_make(client, session, maintai
     session.refresh(key)
     assert key.counts_as_titan and key.accepted_by
     assert "No key waits for review." in client.get("/staff/keys").get_data(as_text=True)
+
+
+def test_a_maintainer_signs_in_with_their_key_instead_of_a_link(client, session, maintainer, ca):
+    key = SoftAuthenticator(aaguid=TITAN, ca=ca)
+    csrf, begun = begin(client)
+    credential = key.register(begun["publicKey"], origin="http://localhost")
+    assert (
+        send(
+            client, csrf, {"token": begun["token"], "name": "T", "credential": credential}
+        ).status_code
+        == 200
+    )
+    client.get("/sign-out")
+    csrf = csrf_token(client, "/sign-in")
+
+    def post(path, body):
+        return client.post(path, json=body, headers={"X-CSRFToken": csrf})
+
+    no_email = post("/api/sign-in/key/options", {"email": ""})
+    options = post("/api/sign-in/key/options", {"email": maintainer.email}).get_json()
+    answer = key.sign_in(options["publicKey"], origin="http://localhost")
+    signed_in = post("/api/sign-in/key", {"token": options["token"], "credential": answer})
+    replayed = post("/api/sign-in/key", {"token": options["token"], "credential": answer})
+
+    assert no_email.status_code == 400 and "email address" in no_email.get_json()["message"]
+    assert signed_in.status_code == 200 and signed_in.get_json()["next"].endswith("/account")
+    assert replayed.status_code == 400 and "used already" in replayed.get_json()["message"]
+    page = client.get("/account")
+    assert page.status_code == 200 and "with your security key" in page.get_data(as_text=True)
