@@ -29,10 +29,10 @@ run: install system-packages
 	$(DEMO_ENV) $(BIN)/flask --app app db upgrade
 	$(DEMO_ENV) $(BIN)/flask --app app seed
 	@echo
-	@echo "  Security Key Giveaway demo: http://127.0.0.1:5000"
+	@echo "  Security Key Giveaway demo: http://localhost:5000"
 	@echo "  Maintainer: sign in with ada@example.org (eligible, Germany); the link arrives in"
-	@echo "              the development outbox at http://127.0.0.1:5000/dev/outbox"
-	@echo "  Staff:      http://127.0.0.1:5000/staff/sign-in as admin@example.org (or shipping@,"
+	@echo "              the development outbox at http://localhost:5000/dev/outbox"
+	@echo "  Staff:      http://localhost:5000/staff/sign-in as admin@example.org (or shipping@,"
 	@echo "              programme@, viewer@example.org), password demo-password-only"
 	@echo
 	$(DEMO_ENV) $(BIN)/flask --app app run --host 127.0.0.1 --port 5000

@@ -116,12 +116,17 @@ def has_role(*roles: StaffRole) -> bool:
     return StaffRole.ADMIN in held or bool(held.intersection(roles)) or (not roles and bool(held))
 
 
+SIGNED_OUT = "You are no longer signed in, so nothing was done. Sign in again, then retry."
+
+
 def maintainer_required(view: F) -> F:
     """Only a signed-in maintainer; anonymous visitors are sent to sign in, staff refused."""
 
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         if not current_user.is_authenticated:
+            if request.path.startswith("/api/"):  # a script cannot follow a redirect to a page
+                abort(401, SIGNED_OUT)
             # No "next": the emailed link may be opened in another browser anyway.
             return redirect(url_for("accounts.sign_in"))
         if current_user.is_staff:

@@ -8,6 +8,7 @@ public base URL, because a defaulted secret is a forged session waiting to happe
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import secrets
 from collections.abc import Mapping
@@ -137,6 +138,11 @@ class Settings:
             raise SettingsError("KEYS_BASE_URL must be an origin like https://keys.example.org")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise SettingsError("KEYS_BASE_URL must be an origin without a path")
+        if _is_ip_address(parts.hostname):
+            raise SettingsError(
+                "KEYS_BASE_URL must name a host (keys.example.org, or localhost), not an IP "
+                "address: browsers refuse security keys on an IP address"
+            )
         if not self.development and parts.scheme != "https" and not _is_loopback(parts.hostname):
             raise SettingsError("KEYS_BASE_URL must use https outside development")
         if self.programme_closes_at <= self.programme_opens_at:
@@ -188,7 +194,7 @@ class Settings:
             # for a laptop and means no secret ever ships in the code.
             secret_key = secrets.token_urlsafe(48)
 
-        base_url = env.text("KEYS_BASE_URL", "http://127.0.0.1:5000" if development else "")
+        base_url = env.text("KEYS_BASE_URL", "http://localhost:5000" if development else "")
         settings = cls(
             environment=environment,
             demo_mode=demo_mode,
@@ -236,6 +242,14 @@ def get_settings() -> Settings:
     """The settings of the current app."""
     settings: Settings = current_app.extensions["keys_settings"]
     return settings
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_loopback(host: str) -> bool:

@@ -182,11 +182,13 @@ BERLIN = {
 }
 
 
-def stock_famous_project(session: Session, quantities: dict[str, int]) -> None:
+def stock_famous_project(
+    session: Session, quantities: dict[str, int], reference: str = "TEST"
+) -> None:
     """A critical project "famous" whose owners are eligible, and keys in stock."""
     ensure_project(session=session, name="famous")
     import_statistics(session, "project,downloads\nfamous,9\nx,1\n")
-    receive_keys(session, quantities)
+    receive_keys(session, quantities, reference)
 
 
 def redeem_parcel(

@@ -70,7 +70,7 @@ def test_development_generates_a_secret_per_process():
     second = Settings.from_env({"KEYS_ENV": "development"})
     assert len(first.secret_key) >= 32
     assert first.secret_key != second.secret_key
-    assert first.base_url == "http://127.0.0.1:5000"
+    assert first.base_url == "http://localhost:5000"
 
 
 def test_secret_is_not_in_the_repr():
@@ -100,8 +100,14 @@ def test_malformed_values_are_named(env, message):
 
 
 def test_loopback_http_is_allowed_for_local_production_runs():
-    settings = Settings.from_env({**PRODUCTION, "KEYS_BASE_URL": "http://127.0.0.1:8000"})
+    settings = Settings.from_env({**PRODUCTION, "KEYS_BASE_URL": "http://localhost:8000"})
     assert not settings.https
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "https://[::1]", "https://192.0.2.7"])
+def test_an_ip_address_is_refused_because_browsers_refuse_security_keys_there(url):
+    with pytest.raises(SettingsError, match="not an IP address"):
+        Settings.from_env({**PRODUCTION, "KEYS_BASE_URL": url})
 
 
 def test_the_app_refuses_to_start_without_a_secret(tmp_path):

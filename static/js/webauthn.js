@@ -1,86 +1,134 @@
-// Registers a security key: asks the server for options, lets the browser talk to the key,
-// and sends the key's answer back. Every failure is explained in words a person can act on.
+// Security keys in the browser: registering one (form[data-webauthn-register]) and signing in
+// with one (button[data-webauthn-sign-in]). Each asks the server for options, lets the browser
+// talk to the key, and sends the key's answer back; every failure is explained in words a
+// person can act on, in the status line named by the element's aria-describedby.
 (() => {
   "use strict";
-  const form = document.querySelector("form[data-webauthn-register]");
-  if (!form) return;
-  const status = document.getElementById("key-status");
-  const button = form.querySelector("button[type=submit]");
-  const csrf = form.querySelector("input[name=csrf_token]").value;
 
-  const say = (text, kind) => {
-    status.textContent = text;
-    status.dataset.kind = kind;
-    status.hidden = false;
+  const failure = (name, message) => {
+    const error = new Error(message);
+    error.name = name;
+    return error;
   };
 
-  if (!window.PublicKeyCredential || !PublicKeyCredential.parseCreationOptionsFromJSON) {
-    say("This browser cannot register security keys. Use a recent Chrome, Edge, Firefox or Safari.", "error");
-    button.disabled = true;
-    return;
-  }
+  const post = async (url, body, csrf) => {
+    const response = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      // A page that redirects (to sign in, say) would answer with HTML instead of JSON.
+      redirect: "manual",
+      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
+      body: JSON.stringify(body),
+    });
+    if (response.type === "opaqueredirect") {
+      throw failure("SignedOut", "You are no longer signed in, so nothing was done. Sign in again, then retry.");
+    }
+    const data = await response.json().catch(() => null);
+    if (!response.ok) {
+      throw failure("ServerError", (data && data.message) || "The server refused the request (" + response.status + ").");
+    }
+    if (data === null) {
+      throw failure("ServerError", "The server's answer could not be read. Reload the page and try again.");
+    }
+    return data;
+  };
 
-  const explain = (error) => {
+  const explain = (error, notAllowed) => {
     switch (error.name) {
       case "NotAllowedError":
-        return "The key was not registered: the request was cancelled, or it timed out before the key was touched. Press the button again and touch the key when it blinks.";
+        return notAllowed;
       case "InvalidStateError":
         return "This key is registered already. Use your other key.";
       case "AbortError":
-        return "The registration was interrupted. Press the button to try again.";
+        return "It was interrupted. Press the button to try again.";
       case "SecurityError":
         return "The browser refused the request because of the page's address. Open the programme's page from its usual address and try again.";
       case "NotSupportedError":
         return "This key or browser cannot make the kind of credential we need. Try another browser.";
       case "ServerError":
+      case "SignedOut":
         return error.message;
       default:
         return "Something went wrong (" + error.name + "): " + error.message;
     }
   };
 
-  const post = async (url, body) => {
-    const response = await fetch(url, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRFToken": csrf },
-      body: JSON.stringify(body),
-    });
-    const data = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      const error = new Error(data.message || "The server refused the request (" + response.status + ").");
-      error.name = "ServerError";
-      throw error;
-    }
-    return data;
+  const statusLine = (status) => (text, kind) => {
+    status.textContent = text;
+    status.dataset.kind = kind;
+    status.hidden = false;
   };
 
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const name = form.elements.name.value.trim();
-    if (!name) {
-      say("Give the key a name first, such as “Titan on my keyring”.", "error");
-      form.elements.name.focus();
-      return;
+  const supported = (method) => Boolean(window.PublicKeyCredential && PublicKeyCredential[method]);
+
+  // --- registering a key ----------------------------------------------------------------------
+  const register = document.querySelector("form[data-webauthn-register]");
+  if (register) {
+    const say = statusLine(document.getElementById("key-status"));
+    const button = register.querySelector("button[type=submit]");
+    const csrf = register.querySelector("input[name=csrf_token]").value;
+    if (!supported("parseCreationOptionsFromJSON")) {
+      say("This browser cannot register security keys. Use a recent Chrome, Edge, Firefox or Safari.", "error");
+      button.disabled = true;
     }
-    button.disabled = true;
-    try {
-      say("Preparing…", "info");
-      const begun = await post(form.dataset.optionsUrl, {});
-      say("Insert your key (or hold it to the phone) and touch it when it blinks.", "info");
-      const credential = await navigator.credentials.create({
-        publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(begun.publicKey),
-      });
-      const done = await post(form.dataset.registerUrl, {
-        token: begun.token,
-        name,
-        credential: credential.toJSON(),
-      });
-      say(done.message, done.outcome === "titan" ? "success" : "warning");
-      window.location.assign(done.next);
-    } catch (error) {
-      say(explain(error), "error");
-      button.disabled = false;
+    register.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const name = register.elements.name.value.trim();
+      if (!name) {
+        say("Give the key a name first, such as “Titan on my keyring”.", "error");
+        register.elements.name.focus();
+        return;
+      }
+      button.disabled = true;
+      try {
+        say("Preparing…", "info");
+        const begun = await post(register.dataset.optionsUrl, {}, csrf);
+        say("Insert your key (or hold it to the phone) and touch it when it blinks.", "info");
+        const credential = await navigator.credentials.create({
+          publicKey: PublicKeyCredential.parseCreationOptionsFromJSON(begun.publicKey),
+        });
+        const done = await post(register.dataset.registerUrl, { token: begun.token, name, credential: credential.toJSON() }, csrf);
+        say(done.message, done.outcome === "titan" ? "success" : "warning");
+        window.location.assign(done.next);
+      } catch (error) {
+        say(explain(error, "The key was not registered: the request was cancelled, or it timed out before the key was touched. Press the button again and touch the key when it blinks."), "error");
+        button.disabled = false;
+      }
+    });
+  }
+
+  // --- signing in with a key ------------------------------------------------------------------
+  const signIn = document.querySelector("button[data-webauthn-sign-in]");
+  if (signIn) {
+    const form = signIn.form;
+    const say = statusLine(document.getElementById("key-sign-in-status"));
+    const csrf = form.querySelector("input[name=csrf_token]").value;
+    signIn.hidden = false;
+    if (!supported("parseRequestOptionsFromJSON")) {
+      signIn.disabled = true;
+      say("This browser cannot use security keys; use the emailed link.", "info");
     }
-  });
+    signIn.addEventListener("click", async () => {
+      const email = form.elements.email.value.trim();
+      if (!email.includes("@")) {
+        say("Enter the email address of your PyPI account first.", "error");
+        form.elements.email.focus();
+        return;
+      }
+      signIn.disabled = true;
+      try {
+        say("Preparing…", "info");
+        const begun = await post(signIn.dataset.optionsUrl, { email }, csrf);
+        say("Insert your key (or hold it to the phone) and touch it when it blinks.", "info");
+        const credential = await navigator.credentials.get({
+          publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(begun.publicKey),
+        });
+        const done = await post(signIn.dataset.signInUrl, { token: begun.token, credential: credential.toJSON() }, csrf);
+        window.location.assign(done.next);
+      } catch (error) {
+        say(explain(error, "No key signed in: the request was cancelled or timed out, or this key is not registered for that address. Try again, or use the emailed link."), "error");
+        signIn.disabled = false;
+      }
+    });
+  }
 })();

@@ -60,7 +60,8 @@ def live_server(
     settings = make_settings(
         databases.create("e2e"),
         smtp_port,
-        base_url=f"http://127.0.0.1:{port}",
+        # A host name, not an IP address: browsers refuse WebAuthn on an IP address.
+        base_url=f"http://localhost:{port}",
         instance_path=tmp_path_factory.mktemp("e2e-instance"),
     )
     app = create_app(settings)
