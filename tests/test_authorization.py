@@ -15,6 +15,7 @@ from tests.factories import make_maintainer, make_staff, sign_in_as
 PUBLIC = "public"
 MAINTAINER = "maintainer"
 ANY_STAFF = "any staff"
+AFTER_PASSWORD = "after a staff password"
 
 # endpoint → who may use it: PUBLIC, MAINTAINER, ANY_STAFF, or a set of staff roles
 # (admins may use every staff page).
@@ -74,6 +75,17 @@ EXPECTED: dict[str, str | set[StaffRole]] = {
     "activation.accept_key": {StaffRole.PROGRAMME},
     "activation.sign_in_options": PUBLIC,
     "activation.sign_in_with_key": PUBLIC,
+    # Between the password and the key: nobody here has passed a password, so all are refused.
+    "staff_keys.second_step": AFTER_PASSWORD,
+    "staff_keys.sign_in_options": AFTER_PASSWORD,
+    "staff_keys.sign_in_with_key": AFTER_PASSWORD,
+    "staff_keys.sign_in_with_recovery_code": AFTER_PASSWORD,
+    "staff_keys.registration_options": ANY_STAFF,
+    "staff_keys.register_key": ANY_STAFF,
+    "staff_keys.recovery_codes": ANY_STAFF,
+    "staff_keys.my_keys": ANY_STAFF,
+    "staff_keys.remove_key": ANY_STAFF,
+    "staff_keys.new_recovery_codes": ANY_STAFF,
 }
 
 SAMPLE_ARGUMENTS = {
@@ -102,6 +114,8 @@ def test_every_route_has_an_expectation(app: Flask):
 def allowed(expectation: str | set[StaffRole], visitor: str) -> bool:
     if expectation == PUBLIC:
         return True
+    if expectation == AFTER_PASSWORD:
+        return False
     if expectation == MAINTAINER:
         return visitor == "maintainer"
     if visitor in ("anonymous", "maintainer"):
@@ -143,7 +157,11 @@ def test_routes_refuse_everyone_they_are_not_for(app, client, session, visitor):
             assert status < 500, f"{method} {path} failed"
         else:
             assert refused, f"{visitor} got {status} at {method} {path}"
-            if visitor != "anonymous":
-                assert status == 403
-            else:  # a page sends to sign-in; an API answers 401, since scripts cannot follow
-                assert status == (401 if path.startswith("/api/") else 302)
+            # A page sends to sign-in; an API answers 401, since scripts cannot follow.
+            signed_out = 401 if path.startswith("/api/") else 302
+            if expectation == AFTER_PASSWORD:
+                assert status == signed_out
+            elif visitor != "anonymous":
+                assert status in (403, 401 if path.startswith("/api/") else 403)
+            else:
+                assert status == signed_out

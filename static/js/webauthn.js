@@ -109,16 +109,18 @@
       say("This browser cannot use security keys; use the emailed link.", "info");
     }
     signIn.addEventListener("click", async () => {
-      const email = form.elements.email.value.trim();
-      if (!email.includes("@")) {
+      // A maintainer names their address; staff past their password need not.
+      const field = form.elements.email;
+      const email = field ? field.value.trim() : null;
+      if (field && !email.includes("@")) {
         say("Enter the email address of your PyPI account first.", "error");
-        form.elements.email.focus();
+        field.focus();
         return;
       }
       signIn.disabled = true;
       try {
         say("Preparing…", "info");
-        const begun = await post(signIn.dataset.optionsUrl, { email }, csrf);
+        const begun = await post(signIn.dataset.optionsUrl, field ? { email } : {}, csrf);
         say("Insert your key (or hold it to the phone) and touch it when it blinks.", "info");
         const credential = await navigator.credentials.get({
           publicKey: PublicKeyCredential.parseRequestOptionsFromJSON(begun.publicKey),
@@ -126,7 +128,7 @@
         const done = await post(signIn.dataset.signInUrl, { token: begun.token, credential: credential.toJSON() }, csrf);
         window.location.assign(done.next);
       } catch (error) {
-        say(explain(error, "No key signed in: the request was cancelled or timed out, or this key is not registered for that address. Try again, or use the emailed link."), "error");
+        say(explain(error, signIn.dataset.notAllowed || "No key signed in: the request was cancelled or timed out, or this key is not registered for that address. Try again, or use the emailed link."), "error");
         signIn.disabled = false;
       }
     });

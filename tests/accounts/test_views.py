@@ -10,7 +10,6 @@ from sqlmodel import select
 from accounts.models import SignInLink, Staff, StaffRole
 from db import AuditEvent, utcnow
 from tests.factories import (
-    STAFF_PASSWORD,
     csrf_token,
     make_maintainer,
     make_staff,
@@ -132,38 +131,6 @@ def test_an_oversized_form_is_refused(client, settings):
     response = client.post("/sign-in", data={"email": "x" * (settings.max_request_bytes + 1)})
     assert response.status_code == 413
     assert "Request Entity Too Large" in text(response)
-
-
-def test_staff_sign_in_with_password(client, session):
-    make_staff(session, email="ops@example.org", name="Olu Ops")
-    token = csrf_token(client, "/staff/sign-in")
-
-    wrong = client.post(
-        "/staff/sign-in", data={"email": "ops@example.org", "password": "nope", "csrf_token": token}
-    )
-    assert wrong.status_code == 401
-    assert "do not match an active staff account" in text(wrong)
-
-    right = client.post(
-        "/staff/sign-in",
-        data={"email": "ops@example.org", "password": STAFF_PASSWORD, "csrf_token": token},
-    )
-    assert right.status_code == 302
-    home = client.get(right.headers["Location"])
-    assert home.status_code == 200 and "Olu Ops" in text(home)
-
-
-def test_staff_sign_in_goes_back_to_the_page_asked_for_but_never_off_site(client, session):
-    make_staff(session, email="ops@example.org")
-    assert client.get("/staff/audit").headers["Location"] == "/staff/sign-in?next=/staff/audit"
-    for target, landing in (("/staff/audit", "/staff/audit"), ("//evil.example", "/staff/")):
-        client.post("/sign-out", data={"csrf_token": csrf_token(client, "/staff/sign-in")})
-        token = csrf_token(client, "/staff/sign-in")
-        response = client.post(
-            f"/staff/sign-in?next={target}",
-            data={"email": "ops@example.org", "password": STAFF_PASSWORD, "csrf_token": token},
-        )
-        assert response.headers["Location"] == landing
 
 
 def test_staff_sign_in_is_rate_limited_per_account(client, session):

@@ -10,9 +10,9 @@ from sqlmodel import select
 
 from accounts.models import SecurityKey, StaffRole
 from distribution import fulfilment, webauthn
-from distribution.activation_views import METADATA_EXTENSION
 from distribution.models import Claim
 from mail import OutboxMailer
+from security import METADATA_EXTENSION
 from tests.factories import (
     ACTOR,
     USB_A,

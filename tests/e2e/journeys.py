@@ -4,7 +4,9 @@ signing in, a second person's browser, and the mail they receive."""
 from __future__ import annotations
 
 import io
+import re
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -116,12 +118,46 @@ def timeline_step(page: Page, label: str) -> Locator:
     return page.get_by_test_id("timeline").get_by_role("listitem").filter(has_text=label)
 
 
-def sign_in_as_staff(live_server: LiveServer, page: Page, email: str) -> None:
+# A security key as staff carry one: a DevTools virtual authenticator, one per browser page.
+STAFF_KEY = {
+    "protocol": "ctap2",
+    "transport": "usb",
+    "hasResidentKey": False,
+    "hasUserVerification": False,
+    "automaticPresenceSimulation": True,
+}
+_staff_keys: weakref.WeakKeyDictionary[Page, str] = weakref.WeakKeyDictionary()
+
+
+def plug_in_staff_key(page: Page) -> None:
+    """Give ``page``'s browser a security key (once), as a staff member has on their keyring."""
+    if page not in _staff_keys:
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("WebAuthn.enable")
+        added = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": STAFF_KEY})
+        _staff_keys[page] = added["authenticatorId"]
+
+
+def sign_in_as_staff(
+    live_server: LiveServer, page: Page, email: str, *, landing: str = "Staff home"
+) -> None:
+    """Password, then the security key: registered on the first sign-in (its recovery codes
+    taken note of), touched on the next ones."""
+    plug_in_staff_key(page)
     page.goto(f"{live_server.url}/staff/sign-in")
     page.get_by_label("Email address").fill(email)
     page.get_by_label("Password").fill(STAFF_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Staff home")).to_be_visible()
+    step = page.get_by_role("heading", level=1)
+    expect(step).to_have_text(re.compile("Register your security key|Present your security key"))
+    if step.inner_text() == "Register your security key":
+        page.get_by_label("Name of the key").fill("Keyring")
+        page.get_by_role("button", name="Register a key").click()
+        expect(page.get_by_test_id("recovery-codes").get_by_role("listitem")).to_have_count(8)
+        page.get_by_role("link", name="I have saved them").click()
+    else:
+        page.get_by_role("button", name="Use my security key").click()
+    expect(page.get_by_role("heading", name=landing)).to_be_visible()
 
 
 @contextmanager

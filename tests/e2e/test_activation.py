@@ -36,16 +36,15 @@ from sqlmodel import select
 from accounts.models import Maintainer, SecurityKey, StaffRole
 from db import get_database
 from distribution import fulfilment
-from distribution.activation_views import METADATA_EXTENSION
 from distribution.models import Claim, KeyModel
 from distribution.webauthn import Metadata
 from mail import OutboxMailer
+from security import METADATA_EXTENSION
 from settings import Settings
 from tests.e2e.conftest import LiveServer
-from tests.e2e.journeys import sign_in_by_link
+from tests.e2e.journeys import sign_in_as_staff, sign_in_by_link
 from tests.factories import (
     ACTOR,
-    STAFF_PASSWORD,
     USB_A,
     USB_C,
     make_staff,
@@ -266,11 +265,7 @@ def test_an_unknown_make_of_key_is_usable_and_programme_staff_accept_it(
     try:
         staff = staff_context.new_page()
         staff.set_default_timeout(15_000)
-        staff.goto(f"{live_server.url}/staff/sign-in")
-        staff.get_by_label("Email address").fill("activation-programme@example.org")
-        staff.get_by_label("Password").fill(STAFF_PASSWORD)
-        staff.get_by_role("button", name="Sign in").click()
-        expect(staff.get_by_role("heading", name="Staff home")).to_be_visible()
+        sign_in_as_staff(live_server, staff, "activation-programme@example.org")
         staff.goto(f"{live_server.url}/staff/keys")
         row = (
             staff.get_by_test_id("flagged-keys")

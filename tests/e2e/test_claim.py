@@ -20,8 +20,8 @@ from accounts.services import find_maintainer_by_username
 from db import get_database
 from distribution.models import Claim, ClaimItem, Shipment
 from tests.e2e.conftest import LiveServer
-from tests.e2e.journeys import set_up_maintainer, sign_in_by_link
-from tests.factories import STAFF_PASSWORD, make_staff
+from tests.e2e.journeys import set_up_maintainer, sign_in_as_staff, sign_in_by_link
+from tests.factories import make_staff
 
 pytestmark = pytest.mark.e2e
 
@@ -219,11 +219,7 @@ def test_programme_staff_receive_a_batch_and_the_figures_reconcile(
             roles=[StaffRole.PROGRAMME],
         )
 
-    page.goto(f"{live_server.url}/staff/sign-in")
-    page.get_by_label("Email address").fill("claim-programme@example.org")
-    page.get_by_label("Password").fill(STAFF_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="Staff home")).to_be_visible()
+    sign_in_as_staff(live_server, page, "claim-programme@example.org")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Stock").click()
     expect(page.get_by_role("heading", name="Stock", level=1)).to_be_visible()
 

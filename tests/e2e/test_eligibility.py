@@ -18,8 +18,14 @@ from db import Actor, get_database
 from eligibility.critical import import_download_statistics
 from eligibility.services import ensure_project
 from tests.e2e.conftest import LiveServer
-from tests.e2e.journeys import PERCENT, set_up_maintainer, sign_in_by_link, statistics_file
-from tests.factories import STAFF_PASSWORD, make_staff
+from tests.e2e.journeys import (
+    PERCENT,
+    set_up_maintainer,
+    sign_in_as_staff,
+    sign_in_by_link,
+    statistics_file,
+)
+from tests.factories import make_staff
 
 pytestmark = pytest.mark.e2e
 
@@ -114,11 +120,7 @@ def test_a_maintainer_appeals_and_programme_staff_grant_it(
     try:
         staff = staff_context.new_page()
         staff.set_default_timeout(15_000)
-        staff.goto(f"{live_server.url}/staff/sign-in")
-        staff.get_by_label("Email address").fill("journey-programme@example.org")
-        staff.get_by_label("Password").fill(STAFF_PASSWORD)
-        staff.get_by_role("button", name="Sign in").click()
-        expect(staff.get_by_role("heading", name="Staff home")).to_be_visible()
+        sign_in_as_staff(live_server, staff, "journey-programme@example.org")
 
         staff.get_by_role("navigation", name="Main").get_by_role("link", name="Appeals").click()
         expect(staff.get_by_role("heading", name="Appeals", level=1)).to_be_visible()

@@ -8,6 +8,7 @@ from playwright.sync_api import Page, expect
 from accounts.models import StaffRole
 from db import get_database
 from tests.e2e.conftest import LiveServer
+from tests.e2e.journeys import plug_in_staff_key
 from tests.factories import STAFF_PASSWORD, make_maintainer, make_staff
 
 pytestmark = pytest.mark.e2e
@@ -65,11 +66,32 @@ def test_staff_sign_in_with_a_password(live_server: LiveServer, page: Page):
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_text("do not match an active staff account")).to_be_visible()
 
+    # Right password: a first sign-in registers a security key and shows the recovery codes.
+    plug_in_staff_key(page)
     page.get_by_label("Password").fill(STAFF_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Register your security key")).to_be_visible()
+    page.get_by_role("button", name="Register a key").click()
+    expect(page.locator("#key-status")).to_contain_text("Give the key a name first")
+    page.get_by_label("Name of the key").fill("Desk key")
+    page.get_by_role("button", name="Register a key").click()
+    codes = page.get_by_test_id("recovery-codes").get_by_role("listitem")
+    expect(codes).to_have_count(8)
+    live_server.screenshot(page, "recovery-codes")
+    page.get_by_role("link", name="I have saved them").click()
     expect(page.get_by_role("heading", name="Staff home")).to_be_visible()
     expect(page.locator("main")).to_contain_text("Jo Admin")
     live_server.screenshot(page, "staff-home")
+
+    # The next sign-in asks for the key after the password.
+    page.get_by_role("button", name="Sign out").click()
+    page.goto(f"{live_server.url}/staff/sign-in")
+    page.get_by_label("Email address").fill("journey-admin@example.org")
+    page.get_by_label("Password").fill(STAFF_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Present your security key")).to_be_visible()
+    page.get_by_role("button", name="Use my security key").click()
+    expect(page.get_by_role("heading", name="Staff home")).to_be_visible()
 
     page.get_by_role("link", name="Audit log").first.click()
     expect(page.locator("main")).to_contain_text("sign_in.staff")

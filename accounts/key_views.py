@@ -1,0 +1,254 @@
+"""Staff's second factor on the web: after the password, register a first key (and receive the
+recovery codes) or present one, or type a recovery code; and each staff member's own keys.
+
+Between the password and the key, the browser's signed session holds only who passed the
+password, with its session nonce, for ``PENDING_FOR``; nobody is signed in until the key."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from flask import (
+    Blueprint,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask import session as cookie
+from flask.typing import ResponseReturnValue
+from flask_login import current_user, login_user
+
+from accounts import second_factor, security_keys, services
+from accounts.errors import InvalidCredentials
+from accounts.forms import ConfirmForm, RecoveryCodeForm
+from accounts.models import Staff
+from db import get_session, utcnow
+from distribution import webauthn
+from security import STAFF_SIGN_IN_PER_IP, limiter, staff_required, webauthn_metadata
+from settings import get_settings
+
+bp = Blueprint("staff_keys", __name__)
+
+PENDING_FOR = timedelta(minutes=10)
+_PENDING = "staff_pending"
+_CODES = "staff_recovery_codes"
+
+
+def start_second_factor(staff: Staff, next_page: str) -> ResponseReturnValue:
+    """The password was right: remember who, and ask for the key (or a first key)."""
+    cookie[_PENDING] = {"id": staff.get_id(), "since": utcnow().isoformat(), "next": next_page}
+    return redirect(url_for("staff_keys.second_step"))
+
+
+def _pending() -> Staff | None:
+    pending = cookie.get(_PENDING)
+    if not isinstance(pending, dict):
+        return None
+    since = datetime.fromisoformat(str(pending.get("since", "")) or "1970-01-01T00:00:00+00:00")
+    if since < utcnow() - PENDING_FOR:
+        return None
+    user = services.load_user(session=get_session(), user_id=str(pending.get("id", "")))
+    return user if isinstance(user, Staff) and user.active else None
+
+
+def _finish(staff: Staff) -> str:
+    """Sign the staff member in; where they were going."""
+    pending = cookie.pop(_PENDING, {})
+    login_user(staff)
+    return str(pending.get("next") or url_for("accounts.staff_home"))
+
+
+def _refused(status: int, message: str) -> ResponseReturnValue:
+    return jsonify(error="Not signed in", message=message, status=status), status
+
+
+_SIGN_IN_FIRST = "Sign in with your email and password first (it lasts 10 minutes)."
+
+
+@bp.get("/staff/sign-in/key")
+def second_step() -> ResponseReturnValue:
+    staff = _pending()
+    if staff is None:
+        flash(_SIGN_IN_FIRST, "info")
+        return redirect(url_for("accounts.staff_sign_in"))
+    enrolling = not second_factor.has_keys(session=get_session(), staff=staff)
+    return render_template(
+        "accounts/staff_enrol.html" if enrolling else "accounts/staff_second_step.html",
+        staff=staff,
+        form=ConfirmForm(),
+        recovery_form=RecoveryCodeForm(formdata=None),
+    )
+
+
+@bp.post("/api/staff/sign-in/key/options")
+@limiter.limit(STAFF_SIGN_IN_PER_IP)
+def sign_in_options() -> ResponseReturnValue:
+    staff = _pending()
+    if staff is None:
+        return _refused(401, _SIGN_IN_FIRST)
+    options, token = second_factor.sign_in_options(
+        session=get_session(), settings=get_settings(), staff=staff
+    )
+    return jsonify(token=token, publicKey=options)
+
+
+@bp.post("/api/staff/sign-in/key")
+@limiter.limit(STAFF_SIGN_IN_PER_IP)
+def sign_in_with_key() -> ResponseReturnValue:
+    staff, body = _pending(), _json()
+    if staff is None:
+        return _refused(401, _SIGN_IN_FIRST)
+    try:
+        second_factor.verify_key(
+            session=get_session(),
+            settings=get_settings(),
+            staff=staff,
+            token=str(body.get("token", "")),
+            response=_credential(body),
+        )
+    except webauthn.WebAuthnError as problem:
+        return _refused(problem.status_code, problem.message)
+    return jsonify(next=_finish(staff))
+
+
+@bp.post("/staff/sign-in/recovery")
+@limiter.limit(STAFF_SIGN_IN_PER_IP)
+def sign_in_with_recovery_code() -> ResponseReturnValue:
+    staff = _pending()
+    if staff is None:
+        flash(_SIGN_IN_FIRST, "info")
+        return redirect(url_for("accounts.staff_sign_in"))
+    form = RecoveryCodeForm()
+    if form.validate_on_submit():
+        try:
+            left = second_factor.use_recovery_code(
+                session=get_session(), staff=staff, code=form.code.data or ""
+            )
+        except InvalidCredentials as problem:
+            form.code.errors = [problem.message]
+        else:
+            flash(
+                f"Signed in with a recovery code; {left} left. Register a new key on My keys.",
+                "warning" if left < 3 else "info",
+            )
+            return redirect(_finish(staff))
+    return render_template(
+        "accounts/staff_second_step.html", staff=staff, form=ConfirmForm(), recovery_form=form
+    ), 401
+
+
+@bp.post("/api/staff/keys/options")
+@limiter.limit(STAFF_SIGN_IN_PER_IP)
+def registration_options() -> ResponseReturnValue:
+    staff = _registering()
+    if staff is None:
+        return _refused(401, _SIGN_IN_FIRST)
+    options, token = second_factor.registration_options(
+        session=get_session(), settings=get_settings(), staff=staff
+    )
+    return jsonify(token=token, publicKey=options)
+
+
+@bp.post("/api/staff/keys")
+@limiter.limit(STAFF_SIGN_IN_PER_IP)
+def register_key() -> ResponseReturnValue:
+    staff, body = _registering(), _json()
+    if staff is None:
+        return _refused(401, _SIGN_IN_FIRST)
+    try:
+        _key, codes = second_factor.register(
+            session=get_session(),
+            settings=get_settings(),
+            metadata=webauthn_metadata(),
+            staff=staff,
+            token=str(body.get("token", "")),
+            response=_credential(body),
+            name=str(body.get("name", "")),
+        )
+    except (webauthn.WebAuthnError, security_keys.KeyProblem) as problem:
+        return _refused(problem.status_code, problem.message)
+    if not current_user.is_authenticated:  # enrolment: the key just proved the second factor
+        _finish(staff)
+    if codes:
+        cookie[_CODES] = codes  # shown once, on the next page, then dropped
+        return jsonify(message="Key registered.", next=url_for("staff_keys.recovery_codes"))
+    flash("Key registered.", "success")
+    return jsonify(message="Key registered.", next=url_for("staff_keys.my_keys"))
+
+
+def _registering() -> Staff | None:
+    """A staff member signed in (adding a key), or past the password without a key yet."""
+    if current_user.is_authenticated and current_user.is_staff:
+        return cast(Staff, current_user._get_current_object())
+    staff = _pending()
+    if staff is not None and not second_factor.has_keys(session=get_session(), staff=staff):
+        return staff
+    return None
+
+
+@bp.get("/staff/recovery-codes")
+@staff_required()
+def recovery_codes() -> ResponseReturnValue:
+    codes = cookie.pop(_CODES, [])
+    if not codes:
+        return redirect(url_for("staff_keys.my_keys"))
+    return render_template("accounts/recovery_codes.html", codes=codes)
+
+
+@bp.get("/staff/my-keys")
+@staff_required()
+def my_keys() -> ResponseReturnValue:
+    return _render_keys()
+
+
+@bp.post("/staff/my-keys/<int:key_id>/remove")
+@staff_required()
+def remove_key(key_id: int) -> ResponseReturnValue:
+    if not ConfirmForm().validate_on_submit():
+        return redirect(url_for("staff_keys.my_keys"))
+    staff = cast(Staff, current_user._get_current_object())
+    try:
+        second_factor.remove_key(
+            session=get_session(), actor=services.actor_for(staff), staff=staff, key_id=key_id
+        )
+    except security_keys.KeyProblem as problem:
+        flash(problem.message, "error")
+        return _render_keys(), problem.status_code
+    flash("Key removed.", "success")
+    return redirect(url_for("staff_keys.my_keys"))
+
+
+@bp.post("/staff/my-keys/recovery-codes")
+@staff_required()
+def new_recovery_codes() -> ResponseReturnValue:
+    if not ConfirmForm().validate_on_submit():
+        return redirect(url_for("staff_keys.my_keys"))
+    staff = cast(Staff, current_user._get_current_object())
+    cookie[_CODES] = second_factor.issue_recovery_codes(session=get_session(), staff=staff)
+    return redirect(url_for("staff_keys.recovery_codes"))
+
+
+def _render_keys() -> str:
+    staff = cast(Staff, current_user._get_current_object())
+    session = get_session()
+    return render_template(
+        "accounts/staff_keys.html",
+        keys=security_keys.keys_of(session=session, owner=staff),
+        codes_left=second_factor.recovery_codes_left(session=session, staff=staff),
+        form=ConfirmForm(),
+        demo=get_settings().demo_mode,
+    )
+
+
+def _json() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else {}
+
+
+def _credential(body: dict[str, Any]) -> dict[str, Any] | str:
+    credential = body.get("credential")
+    return credential if isinstance(credential, dict) else ""
