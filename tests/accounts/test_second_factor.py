@@ -150,3 +150,12 @@ def test_recovery_codes_are_single_use_and_reissuing_voids_the_old(session, staf
     with pytest.raises(Exception, match="not valid"):
         second_factor.use_recovery_code(session=session, staff=staff, code=first[0])
     assert second_factor.use_recovery_code(session=session, staff=staff, code=second[0]) == 7
+
+
+def test_the_step_after_the_password_lasts_ten_minutes(client, staff, key):
+    password(client)
+    with client.session_transaction() as cookie:
+        cookie["staff_pending"] = {**cookie["staff_pending"], "since": "2000-01-01T00:00:00+00:00"}
+    late = client.get("/staff/sign-in/key")
+    assert late.status_code == 302 and late.location.endswith("/staff/sign-in")
+    assert api(client, "/api/staff/keys/options").status_code == 401
