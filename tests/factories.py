@@ -14,7 +14,7 @@ from sqlmodel import Session
 from accounts import services
 from accounts.models import Maintainer, Staff, StaffRole
 from db import Actor, Database
-from distribution import claims, label_runs
+from distribution import claims, fulfilment, label_runs
 from distribution.addresses import validate_address
 from distribution.labels import Layout
 from distribution.models import LabelRun, Shipment
@@ -218,3 +218,37 @@ def redeem_parcel(
         idempotency_key=f"parcel-{person.id}",
     )
     return person, shipment
+
+
+def ship(
+    session: Session,
+    settings: Settings,
+    reference: str,
+    *,
+    carrier: str = "DHL",
+    tracking_number: str = "00340434161234567890",
+) -> Shipment:
+    """Scan a printed parcel out of the door, as the shipping desk does."""
+    return fulfilment.ship_parcel(
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        reference=reference,
+        carrier=carrier,
+        tracking_number=tracking_number,
+    )
+
+
+def shipped_parcel(
+    session: Session,
+    settings: Settings,
+    *,
+    items: dict[str, int] | None = None,
+    address: dict[str, str] = BERLIN,
+    tracking_number: str = "00340434161234567890",
+) -> tuple[Maintainer, Shipment]:
+    """A new owner of "famous" whose parcel is printed and on its way."""
+    person, shipment = redeem_parcel(session, settings, items=items, address=address)
+    print_labels(session, settings, [shipment.claim_id])
+    return person, ship(session, settings, shipment.reference, tracking_number=tracking_number)

@@ -11,16 +11,14 @@ from sqlmodel import select
 
 from accounts.models import SecurityKey, WebAuthnChallenge
 from db import AuditEvent, utcnow
-from distribution import activation, fulfilment, webauthn
+from distribution import activation, webauthn
 from distribution.models import Claim
-from mail import OutboxMailer
 from tests.factories import (
     ACTOR,
     USB_A,
     USB_C,
     make_owner,
-    print_labels,
-    redeem_parcel,
+    shipped_parcel,
     stock_famous_project,
 )
 from tests.soft_authenticator import SoftAuthenticator, TestCA
@@ -46,17 +44,7 @@ def trusting(ca):
 def shipped(session, settings):
     """A maintainer whose parcel of two keys is on its way."""
     stock_famous_project(session, {USB_A: 2, USB_C: 2})
-    person, parcel = redeem_parcel(session, settings)
-    print_labels(session, settings, [parcel.claim_id])
-    fulfilment.ship_parcel(
-        session=session,
-        mailer=OutboxMailer(),
-        settings=settings,
-        actor=ACTOR,
-        reference=parcel.reference,
-        carrier="DHL",
-        tracking_number="1",
-    )
+    person, parcel = shipped_parcel(session, settings)
     return person, parcel.claim_id
 
 

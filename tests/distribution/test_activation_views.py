@@ -9,18 +9,15 @@ import pytest
 from sqlmodel import select
 
 from accounts.models import SecurityKey, StaffRole
-from distribution import fulfilment, webauthn
+from distribution import webauthn
 from distribution.models import Claim
-from mail import OutboxMailer
 from security import METADATA_EXTENSION
 from tests.factories import (
-    ACTOR,
     USB_A,
     USB_C,
     csrf_token,
     make_staff,
-    print_labels,
-    redeem_parcel,
+    shipped_parcel,
     sign_in_as,
     stock_famous_project,
 )
@@ -42,17 +39,7 @@ def maintainer(app, client, session, settings, ca):
         aaguid=TITAN, root_certificate=ca.der, description="Google Titan Security Key v2"
     )
     stock_famous_project(session, {USB_A: 2, USB_C: 2})
-    person, parcel = redeem_parcel(session, settings)
-    print_labels(session, settings, [parcel.claim_id])
-    fulfilment.ship_parcel(
-        session=session,
-        mailer=OutboxMailer(),
-        settings=settings,
-        actor=ACTOR,
-        reference=parcel.reference,
-        carrier="DHL",
-        tracking_number="1",
-    )
+    person, _parcel = shipped_parcel(session, settings)
     sign_in_as(client, person)
     return person
 

@@ -22,6 +22,8 @@ from tests.factories import (
     USB_C,
     print_labels,
     redeem_parcel,
+    ship,
+    shipped_parcel,
     stock_famous_project,
 )
 
@@ -43,21 +45,6 @@ def address(settings, fields):
     )
 
 
-def shipped(session, settings, **kwargs):
-    person, shipment = redeemed(session, settings, **kwargs)
-    print_labels(session, settings, [shipment.claim_id])
-    fulfilment.ship_parcel(
-        session=session,
-        mailer=OutboxMailer(),
-        settings=settings,
-        actor=ACTOR,
-        reference=shipment.reference,
-        carrier="DHL",
-        tracking_number="00340434161234567890",
-    )
-    return person, session.get(Shipment, shipment.id)
-
-
 def figures(session):
     result = stock.stock_figures(session=session)
     assert result.reconciles
@@ -74,7 +61,7 @@ def status(session, claim_id):
 
 
 def test_a_returned_parcel_is_kept_for_its_maintainer_and_sent_again(session, settings, stocked):
-    person, parcel = shipped(session, settings)
+    person, parcel = shipped_parcel(session, settings)
     assert figures(session) == (4, 0, 4)
 
     exceptions.mark_returned(
@@ -126,7 +113,7 @@ def test_a_returned_parcel_is_kept_for_its_maintainer_and_sent_again(session, se
 
 
 def test_a_returned_claim_can_be_given_up_and_its_keys_go_back(session, settings, stocked):
-    person, parcel = shipped(session, settings)
+    person, parcel = shipped_parcel(session, settings)
     exceptions.mark_returned(
         session=session,
         mailer=OutboxMailer(),
@@ -147,7 +134,7 @@ def test_a_returned_claim_can_be_given_up_and_its_keys_go_back(session, settings
 
 
 def test_a_lost_parcel_is_written_off_and_replaced_once_approved(session, settings, stocked):
-    person, parcel = shipped(session, settings)
+    person, parcel = shipped_parcel(session, settings)
     with pytest.raises(InvalidShipping, match="Say why"):
         exceptions.mark_lost(
             session=session,
@@ -192,21 +179,13 @@ def test_a_lost_parcel_is_written_off_and_replaced_once_approved(session, settin
     assert "parcel.lost" in actions and "parcel.replacement_approved" in actions
 
     print_labels(session, settings, [parcel.claim_id])
-    fulfilment.ship_parcel(
-        session=session,
-        mailer=OutboxMailer(),
-        settings=settings,
-        actor=ACTOR,
-        reference=replacement.reference,
-        carrier="DHL",
-        tracking_number="2",
-    )
+    ship(session, settings, replacement.reference, tracking_number="2")
     assert status(session, parcel.claim_id) == "shipped"
     assert figures(session) == (2, 0, 2)
 
 
 def test_a_replacement_needs_keys_that_are_free(session, settings, stocked):
-    _person, parcel = shipped(session, settings, items={USB_A: 2})
+    _person, parcel = shipped_parcel(session, settings, items={USB_A: 2})
     lost = exceptions.mark_lost(
         session=session,
         mailer=OutboxMailer(),
@@ -225,7 +204,7 @@ def test_a_replacement_needs_keys_that_are_free(session, settings, stocked):
 
 
 def test_a_declined_replacement_tells_the_maintainer_why(session, settings, stocked):
-    _person, parcel = shipped(session, settings)
+    _person, parcel = shipped_parcel(session, settings)
     lost = exceptions.mark_lost(
         session=session,
         mailer=OutboxMailer(),
@@ -247,7 +226,7 @@ def test_a_declined_replacement_tells_the_maintainer_why(session, settings, stoc
 
 
 def test_a_damaged_key_is_replaced_one_for_one(session, settings, stocked):
-    person, parcel = shipped(session, settings)
+    person, parcel = shipped_parcel(session, settings)
     with pytest.raises(ClaimLocked, match="record the delivery first"):
         exceptions.report_damaged(
             session=session, actor=ACTOR, reference=parcel.reference, sku=USB_C, reason="cracked"
@@ -314,10 +293,10 @@ def test_a_voided_label_sends_the_parcel_back_to_the_queue_under_a_new_reference
 
 
 def test_a_delivery_file_records_its_good_lines_and_explains_the_rest(session, settings, stocked):
-    _a, first = shipped(session, settings, items={USB_A: 1})
-    _b, second = shipped(session, settings, items={USB_C: 1})
+    _a, first = shipped_parcel(session, settings, items={USB_A: 1})
+    _b, second = shipped_parcel(session, settings, items={USB_C: 1})
     _c, waiting = redeemed(session, settings, items={USB_A: 1})
-    _d, third = shipped(session, settings, items={USB_C: 1})
+    _d, third = shipped_parcel(session, settings, items={USB_C: 1})
     # A carrier's local time, a minute after shipping (the file gives its offset).
     soon = (utcnow() + timedelta(minutes=1)).astimezone(timezone(timedelta(hours=9)))
     text = (
@@ -359,7 +338,7 @@ def test_a_delivery_file_records_its_good_lines_and_explains_the_rest(session, s
 def test_every_exception_is_on_the_maintainers_claim(client, session, settings, stocked):
     from tests.factories import sign_in_as
 
-    person, parcel = shipped(session, settings)
+    person, parcel = shipped_parcel(session, settings)
     exceptions.mark_lost(
         session=session,
         mailer=OutboxMailer(),

@@ -10,7 +10,15 @@ from distribution import claims, fulfilment, stock
 from distribution.errors import ClaimLocked, InvalidShipping, ParcelNotFound
 from distribution.models import Claim
 from mail import OutboxMailer, OutboxMessage
-from tests.factories import ACTOR, USB_A, USB_C, print_labels, redeem_parcel, stock_famous_project
+from tests.factories import (
+    ACTOR,
+    USB_A,
+    USB_C,
+    print_labels,
+    redeem_parcel,
+    ship,
+    stock_famous_project,
+)
 
 
 @pytest.fixture
@@ -18,18 +26,6 @@ def parcels(session, settings):
     """Two redeemed claims waiting for labels, one key of each model each."""
     stock_famous_project(session, {USB_A: 4, USB_C: 4})
     return [redeem_parcel(session, settings)[1] for _ in range(2)]
-
-
-def ship(session, settings, reference, tracking="00340434161234567890", carrier="DHL"):
-    return fulfilment.ship_parcel(
-        session=session,
-        mailer=OutboxMailer(),
-        settings=settings,
-        actor=ACTOR,
-        reference=reference,
-        carrier=carrier,
-        tracking_number=tracking,
-    )
 
 
 def test_the_queue_lists_waiting_parcels_oldest_first(session, settings, parcels):
@@ -48,7 +44,7 @@ def test_shipping_needs_a_printed_label_then_moves_the_ledger(session, settings,
         ship(session, settings, first.reference)
     print_labels(session, settings, [s.claim_id for s in parcels])
     with pytest.raises(InvalidShipping):
-        ship(session, settings, first.reference, tracking=" ")
+        ship(session, settings, first.reference, tracking_number=" ")
 
     shipped = ship(session, settings, f"  {first.reference.lower()} ")
 

@@ -13,7 +13,7 @@ from sqlmodel import select
 from accounts.models import StaffRole
 from app import create_app
 from db import get_database
-from distribution import exceptions, fulfilment, label_runs
+from distribution import exceptions, label_runs
 from distribution.models import Claim, LabelRun, ParcelException, Shipment
 from mail import OutboxMailer
 from tests.conftest import make_settings
@@ -25,6 +25,7 @@ from tests.factories import (
     make_staff,
     print_labels,
     redeem_parcel,
+    shipped_parcel,
     sign_in_as,
     stock_famous_project,
 )
@@ -171,18 +172,7 @@ def test_shipped_parcels_are_returned_lost_or_delivered_from_their_page(
     shipping, session, settings, mailbox
 ):
     stock_famous_project(session, {USB_A: 6, USB_C: 6})
-    parcels = [redeem_parcel(session, settings)[1] for _ in range(3)]
-    print_labels(session, settings, [p.claim_id for p in parcels])
-    for number, parcel in enumerate(parcels):
-        fulfilment.ship_parcel(
-            session=session,
-            mailer=OutboxMailer(),
-            settings=settings,
-            actor=ACTOR,
-            reference=parcel.reference,
-            carrier="DHL",
-            tracking_number=str(number),
-        )
+    parcels = [shipped_parcel(session, settings)[1] for _ in range(3)]
     back, lost, arrived = (f"/staff/shipping/parcels/{p.reference}" for p in parcels)
     token = csrf_token(shipping, back)
 
@@ -208,19 +198,9 @@ def test_shipped_parcels_are_returned_lost_or_delivered_from_their_page(
 
 def test_programme_staff_approve_or_decline_replacements(client, session, settings):
     stock_famous_project(session, {USB_A: 6, USB_C: 6})
-    parcels = [redeem_parcel(session, settings)[1] for _ in range(2)]
-    print_labels(session, settings, [p.claim_id for p in parcels])
+    parcels = [shipped_parcel(session, settings)[1] for _ in range(2)]
     requests = []
     for parcel in parcels:
-        fulfilment.ship_parcel(
-            session=session,
-            mailer=OutboxMailer(),
-            settings=settings,
-            actor=ACTOR,
-            reference=parcel.reference,
-            carrier="DHL",
-            tracking_number="1",
-        )
         requests.append(
             exceptions.mark_lost(
                 session=session,
@@ -260,17 +240,7 @@ def test_programme_staff_approve_or_decline_replacements(client, session, settin
 
 def test_a_delivery_file_is_previewed_before_it_is_recorded(shipping, session, settings):
     stock_famous_project(session, {USB_A: 4, USB_C: 4})
-    _person, parcel = redeem_parcel(session, settings)
-    print_labels(session, settings, [parcel.claim_id])
-    fulfilment.ship_parcel(
-        session=session,
-        mailer=OutboxMailer(),
-        settings=settings,
-        actor=ACTOR,
-        reference=parcel.reference,
-        carrier="DHL",
-        tracking_number="1",
-    )
+    _person, parcel = shipped_parcel(session, settings)
     token = csrf_token(shipping, "/staff/shipping")
     events = f"reference,delivered_at\n{parcel.reference},\nSKNOPE,2026-01-01\n"
 
@@ -294,17 +264,7 @@ def test_a_delivery_file_is_previewed_before_it_is_recorded(shipping, session, s
 
 def test_the_maintainer_corrects_the_address_of_a_returned_parcel(client, session, settings):
     stock_famous_project(session, {USB_A: 4, USB_C: 4})
-    person, parcel = redeem_parcel(session, settings)
-    print_labels(session, settings, [parcel.claim_id])
-    fulfilment.ship_parcel(
-        session=session,
-        mailer=OutboxMailer(),
-        settings=settings,
-        actor=ACTOR,
-        reference=parcel.reference,
-        carrier="DHL",
-        tracking_number="1",
-    )
+    person, parcel = shipped_parcel(session, settings)
     exceptions.mark_returned(
         session=session,
         mailer=OutboxMailer(),

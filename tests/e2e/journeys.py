@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from accounts.services import actor_for, find_maintainer_by_username
 from db import Actor, get_database
-from distribution import claims, fulfilment
+from distribution import claims
 from distribution.addresses import validate_address
 from distribution.models import Claim, Shipment
 from distribution.stock import receive_stock
@@ -29,7 +29,7 @@ from settings import Settings
 from tests import factories
 from tests.conftest import Mailbox
 from tests.e2e.conftest import LiveServer
-from tests.factories import ACTOR, STAFF_PASSWORD, USB_C, make_maintainer
+from tests.factories import STAFF_PASSWORD, USB_C, make_maintainer
 
 # 3,000 projects at 1%: ranks 1 to 30 are critical.
 PROJECTS_IN_FILE = 3_000
@@ -295,12 +295,10 @@ def print_labels(live_server: LiveServer, *parcels: Parcel) -> None:
 
 def ship(live_server: LiveServer, parcel: Parcel, *, carrier: str, tracking_number: str) -> None:
     with get_database(live_server.app).transaction() as session:
-        fulfilment.ship_parcel(
-            session=session,
-            mailer=OutboxMailer(),
-            settings=settings_of(live_server),
-            actor=ACTOR,
-            reference=parcel.reference,
+        factories.ship(
+            session,
+            settings_of(live_server),
+            parcel.reference,
             carrier=carrier,
             tracking_number=tracking_number,
         )

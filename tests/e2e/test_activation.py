@@ -35,21 +35,19 @@ from sqlmodel import select
 
 from accounts.models import Maintainer, SecurityKey, StaffRole
 from db import get_database
-from distribution import fulfilment
 from distribution.models import Claim, KeyModel
 from distribution.webauthn import Metadata
-from mail import OutboxMailer
 from security import METADATA_EXTENSION
 from settings import Settings
 from tests.e2e.conftest import LiveServer
 from tests.e2e.journeys import sign_in_as_staff, sign_in_by_link
 from tests.factories import (
-    ACTOR,
     USB_A,
     USB_C,
     make_staff,
     print_labels,
     redeem_parcel,
+    ship,
     stock_famous_project,
 )
 
@@ -105,14 +103,8 @@ def shipped_parcel(live_server: LiveServer) -> Recipient:
     with get_database(live_server.app).transaction() as session:
         person, shipment = redeem_parcel(session, settings)
         print_labels(session, settings, [shipment.claim_id])
-        fulfilment.ship_parcel(
-            session=session,
-            mailer=OutboxMailer(),
-            settings=settings,
-            actor=ACTOR,
-            reference=shipment.reference,
-            carrier="DHL",
-            tracking_number=f"JD0146{shipment.claim_id:011d}",
+        ship(
+            session, settings, shipment.reference, tracking_number=f"JD0146{shipment.claim_id:011d}"
         )
         assert person.id is not None
         return Recipient(person.id, person.username, shipment.claim_id)
