@@ -7,11 +7,12 @@ walks ``app.url_map`` so that no route can forget to.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Any, TypeVar, cast
 
-from flask import Flask, Response, abort, current_app, g, redirect, request, url_for
+from flask import Flask, Response, abort, current_app, g, jsonify, redirect, request, url_for
+from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, current_user
@@ -173,3 +174,24 @@ def webauthn_metadata() -> Metadata:
     """The FIDO metadata this app trusts attestations against."""
     metadata = current_app.extensions.get(METADATA_EXTENSION)
     return metadata if isinstance(metadata, Metadata) else Metadata.bundled()
+
+
+# --- the JSON endpoints the security-key script calls ----------------------------------------
+
+
+def json_object() -> dict[str, Any] | None:
+    """The request's JSON object, or None when it sent anything else."""
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else None
+
+
+def credential_in(body: Mapping[str, Any]) -> dict[str, Any] | str:
+    """The browser's ``PublicKeyCredential.toJSON()``; "" (refused as malformed) otherwise."""
+    credential = body.get("credential")
+    return credential if isinstance(credential, dict) else ""
+
+
+def json_refusal(status: int, title: str, message: str) -> ResponseReturnValue:
+    """A refusal answered by the endpoint itself: unlike the error handler, it keeps what the
+    request did (a spent challenge stays spent, an audit event stays written)."""
+    return jsonify(error=title, message=message, status=status), status

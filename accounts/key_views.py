@@ -7,7 +7,7 @@ password, with its session nonce, for ``PENDING_FOR``; nobody is signed in until
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import cast
 
 from flask import (
     Blueprint,
@@ -15,7 +15,6 @@ from flask import (
     jsonify,
     redirect,
     render_template,
-    request,
     url_for,
 )
 from flask import session as cookie
@@ -28,7 +27,15 @@ from accounts.forms import ConfirmForm, RecoveryCodeForm
 from accounts.models import Staff
 from db import get_session, utcnow
 from distribution import webauthn
-from security import STAFF_SIGN_IN_PER_IP, limiter, staff_required, webauthn_metadata
+from security import (
+    STAFF_SIGN_IN_PER_IP,
+    credential_in,
+    json_object,
+    json_refusal,
+    limiter,
+    staff_required,
+    webauthn_metadata,
+)
 from settings import get_settings
 
 bp = Blueprint("staff_keys", __name__)
@@ -63,7 +70,7 @@ def _finish(staff: Staff) -> str:
 
 
 def _refused(status: int, message: str) -> ResponseReturnValue:
-    return jsonify(error="Not signed in", message=message, status=status), status
+    return json_refusal(status, "Not signed in", message)
 
 
 _SIGN_IN_FIRST = "Sign in with your email and password first (it lasts 10 minutes)."
@@ -99,7 +106,7 @@ def sign_in_options() -> ResponseReturnValue:
 @bp.post("/api/staff/sign-in/key")
 @limiter.limit(STAFF_SIGN_IN_PER_IP)
 def sign_in_with_key() -> ResponseReturnValue:
-    staff, body = _pending(), _json()
+    staff, body = _pending(), (json_object() or {})
     if staff is None:
         return _refused(401, _SIGN_IN_FIRST)
     try:
@@ -108,7 +115,7 @@ def sign_in_with_key() -> ResponseReturnValue:
             settings=get_settings(),
             staff=staff,
             token=str(body.get("token", "")),
-            response=_credential(body),
+            response=credential_in(body),
         )
     except webauthn.WebAuthnError as problem:
         return _refused(problem.status_code, problem.message)
@@ -156,7 +163,7 @@ def registration_options() -> ResponseReturnValue:
 @bp.post("/api/staff/keys")
 @limiter.limit(STAFF_SIGN_IN_PER_IP)
 def register_key() -> ResponseReturnValue:
-    staff, body = _registering(), _json()
+    staff, body = _registering(), (json_object() or {})
     if staff is None:
         return _refused(401, _SIGN_IN_FIRST)
     try:
@@ -166,7 +173,7 @@ def register_key() -> ResponseReturnValue:
             metadata=webauthn_metadata(),
             staff=staff,
             token=str(body.get("token", "")),
-            response=_credential(body),
+            response=credential_in(body),
             name=str(body.get("name", "")),
         )
     except (webauthn.WebAuthnError, security_keys.KeyProblem) as problem:
@@ -242,13 +249,3 @@ def _render_keys() -> str:
         form=ConfirmForm(),
         demo=get_settings().demo_mode,
     )
-
-
-def _json() -> dict[str, Any]:
-    body = request.get_json(silent=True)
-    return body if isinstance(body, dict) else {}
-
-
-def _credential(body: dict[str, Any]) -> dict[str, Any] | str:
-    credential = body.get("credential")
-    return credential if isinstance(credential, dict) else ""

@@ -3,7 +3,7 @@ to two JSON endpoints); programme staff review keys that are not counted as Tita
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 from flask import (
     Blueprint,
@@ -11,7 +11,6 @@ from flask import (
     jsonify,
     redirect,
     render_template,
-    request,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -26,6 +25,9 @@ from distribution.forms import ReasonForm
 from security import (
     SIGN_IN_LINK_PER_ADDRESS,
     SIGN_IN_LINK_PER_IP,
+    credential_in,
+    json_object,
+    json_refusal,
     limiter,
     maintainer_required,
     staff_required,
@@ -76,8 +78,8 @@ def registration_options() -> ResponseReturnValue:
 @maintainer_required
 @limiter.limit(REGISTRATIONS_PER_MAINTAINER, key_func=_maintainer_key)
 def register_key() -> ResponseReturnValue:
-    body: Any = request.get_json(silent=True)
-    if not isinstance(body, dict):
+    body = json_object()
+    if body is None:
         return _refused(400, "Send the key's answer as a JSON object.")
     try:
         done = activation.finish_registration(
@@ -87,7 +89,7 @@ def register_key() -> ResponseReturnValue:
             actor=actor_for(current_user),
             maintainer=_me(),
             token=str(body.get("token", "")),
-            response=credential if isinstance(credential := body.get("credential"), dict) else "",
+            response=credential_in(body),
             name=str(body.get("name", "")),
         )
     except (webauthn.WebAuthnError, activation.KeyProblem) as problem:
@@ -110,8 +112,7 @@ _NOT_IN = "You are not signed in"
 
 
 def _json_email_key() -> str:
-    body = request.get_json(silent=True)
-    email = body.get("email", "") if isinstance(body, dict) else ""
+    email = (json_object() or {}).get("email", "")
     return "key-sign-in:" + normalize_email(str(email))[:320]
 
 
@@ -119,8 +120,7 @@ def _json_email_key() -> str:
 @limiter.limit(SIGN_IN_LINK_PER_IP)
 @limiter.limit(SIGN_IN_LINK_PER_ADDRESS, key_func=_json_email_key)
 def sign_in_options() -> ResponseReturnValue:
-    body: Any = request.get_json(silent=True)
-    email = str(body.get("email", "")).strip() if isinstance(body, dict) else ""
+    email = str((json_object() or {}).get("email", "")).strip()
     if "@" not in email:
         return _refused(400, "Enter the email address of your PyPI account first.", _NOT_IN)
     options, token = activation.begin_sign_in(
@@ -132,15 +132,15 @@ def sign_in_options() -> ResponseReturnValue:
 @bp.post("/api/sign-in/key")
 @limiter.limit(SIGN_IN_LINK_PER_IP)
 def sign_in_with_key() -> ResponseReturnValue:
-    body: Any = request.get_json(silent=True)
-    if not isinstance(body, dict):
+    body = json_object()
+    if body is None:
         return _refused(400, "Send the key's answer as a JSON object.", _NOT_IN)
     try:
         maintainer = activation.finish_sign_in(
             session=get_session(),
             settings=get_settings(),
             token=str(body.get("token", "")),
-            response=credential if isinstance(credential := body.get("credential"), dict) else "",
+            response=credential_in(body),
         )
     except webauthn.WebAuthnError as problem:
         return _refused(problem.status_code, problem.message, _NOT_IN)
@@ -152,7 +152,7 @@ def sign_in_with_key() -> ResponseReturnValue:
 def _refused(
     status: int, message: str, title: str = "The key was not registered"
 ) -> ResponseReturnValue:
-    return jsonify(error=title, message=message, status=status), status
+    return json_refusal(status, title, message)
 
 
 @bp.get("/staff/keys")
