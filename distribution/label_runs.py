@@ -221,7 +221,7 @@ def finish_run(
     run.skipped = [p.label.reference for p in parcels if p.claim_id not in printed]
     run.printed = len(printed)
     run.pdf, run.status = pdf, LabelRunStatus.DONE.value
-    run.pages_done = run.pages_total = _pages(run, len(parcels))
+    run.pages_done = run.pages_total  # counted when the run started, confirmed as it rendered
     run.finished_at = run.heartbeat_at = utcnow()
     session.flush()
     record_event(
@@ -239,10 +239,6 @@ def finish_run(
         },
     )
     return run
-
-
-def _pages(run: LabelRun, parcels: int) -> int:
-    return page_count(parcels=parcels, layout=run.layout, panels_per_parcel=2)  # type: ignore[arg-type]
 
 
 def _fail(session: Session, run_id: int, message: str) -> None:
