@@ -67,9 +67,11 @@
     const say = statusLine(document.getElementById("key-status"));
     const button = register.querySelector("button[type=submit]");
     const csrf = register.querySelector("input[name=csrf_token]").value;
-    if (!supported("parseCreationOptionsFromJSON")) {
+    // The button is rendered disabled, so that a click before this script ran posts nothing.
+    if (supported("parseCreationOptionsFromJSON")) {
+      button.disabled = false;
+    } else {
       say("This browser cannot register security keys. Use a recent Chrome, Edge, Firefox or Safari.", "error");
-      button.disabled = true;
     }
     register.addEventListener("submit", async (event) => {
       event.preventDefault();
