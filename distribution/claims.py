@@ -497,14 +497,18 @@ def transition_claim(session: Session, claim: Claim, to: ClaimStatus, *, actor: 
     before = ClaimStatus(claim.status)
     if to not in CLAIM_TRANSITIONS[before]:
         raise ClaimLocked(f"A claim that is {before.value} cannot become {to.value}.")
+    # Reports time activation from the first time, not from a re-activation after a replacement.
+    activated_at = utcnow() if to == ClaimStatus.ACTIVATED else None
+    activated_at = claim.activated_at or activated_at
     moved = session.execute(
         sa.update(Claim)
         .where(col(Claim.id) == claim.id, col(Claim.status) == before.value)
-        .values(status=to.value)
+        .values(status=to.value, activated_at=activated_at)
     )
     if moved.rowcount != 1:  # type: ignore[attr-defined]
         raise CodeUsed("That claim changed a moment ago. Reload the page.")
     claim.status = to.value
+    claim.activated_at = activated_at
     record_event(
         session=session,
         actor=actor,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -70,6 +70,28 @@ class StockMovement(SQLModel, table=True):
     actor_label: str = Field(default="", max_length=200)
     reference: str = Field(max_length=100)
     note: str = Field(default="", max_length=1000)
+
+
+class StockDay(SQLModel, table=True):
+    """The programme-wide figures at the end of a day on which stock moved or was promised,
+    written in the same transaction as the change: the burn-down's history."""
+
+    __tablename__ = "stock_day"
+
+    day: date = Field(primary_key=True)
+    on_hand: int
+    available: int
+
+
+class LowStockAlert(SQLModel, table=True):
+    """A low-stock threshold that available keys fell below, and when staff were told; the row
+    is removed when received stock lifts availability back above it, re-arming the alert."""
+
+    __tablename__ = "low_stock_alert"
+
+    threshold: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    sent_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    available: int
 
 
 TOTAL = "*"
@@ -163,6 +185,8 @@ class Claim(SQLModel, table=True):
     issued_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     redeemed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The first time as many Titans were registered as were shipped (reports time activation).
+    activated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # Set while a label run renders this claim's label: no second run takes it, and its address
     # cannot change under the printer.
