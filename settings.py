@@ -67,6 +67,8 @@ class Settings:
     claim_code_expiry_days: int = 30
     critical_percent: float = 1.0
     critical_sticky: bool = True
+    # Programme staff are emailed once when available keys fall below each of these.
+    low_stock_alerts: tuple[int, ...] = (400, 100)
 
     sign_in_link_minutes: int = 15
     max_request_bytes: int = 2 * 1024 * 1024
@@ -221,6 +223,7 @@ class Settings:
             ),
             critical_percent=env.number("KEYS_CRITICAL_PERCENT", cls.critical_percent),
             critical_sticky=env.flag("KEYS_CRITICAL_STICKY", cls.critical_sticky),
+            low_stock_alerts=env.counts("KEYS_LOW_STOCK_ALERTS", cls.low_stock_alerts),
             sign_in_link_minutes=env.integer("KEYS_SIGN_IN_LINK_MINUTES", 15),
             max_request_bytes=env.integer("KEYS_MAX_REQUEST_BYTES", cls.max_request_bytes),
             max_upload_bytes=env.integer("KEYS_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
@@ -302,6 +305,16 @@ class _Reader:
             return int(raw)
         except ValueError:
             raise SettingsError(f"{name} must be a whole number, not {raw!r}") from None
+
+    def counts(self, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+        """Positive whole numbers separated by commas, highest first; empty for none."""
+        raw = self._environ.get(name)
+        if raw is None:
+            return default
+        items = [item.strip() for item in raw.split(",") if item.strip()]
+        if not all(item.isdigit() and int(item) > 0 for item in items):
+            raise SettingsError(f"{name} must be positive whole numbers like 400,100, not {raw!r}")
+        return tuple(sorted({int(item) for item in items}, reverse=True))
 
     def number(self, name: str, default: float) -> float:
         raw = self._environ.get(name, "").strip()

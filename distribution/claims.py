@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from accounts.models import Maintainer
 from db import Actor, AuditEvent, record_event, utcnow
-from distribution import codes, stock
+from distribution import burn_down, codes, stock
 from distribution.addresses import ShippingAddress
 from distribution.errors import (
     AlreadyClaimed,
@@ -166,6 +166,7 @@ def _issue(
             purpose="claim_code",
         ),
     )
+    burn_down.alert_if_low(session=session, mailer=mailer, settings=settings)
     return IssuedCode(claim, code)
 
 

@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 
 from accounts.models import Maintainer
 from db import Actor, record_event, utcnow
-from distribution import stock
+from distribution import burn_down, stock
 from distribution.claims import new_shipment_reference, transition_claim
 from distribution.errors import ClaimLocked, InvalidShipping, NoKeysLeft, ParcelNotFound
 from distribution.fulfilment import find_current_parcel
@@ -151,6 +151,7 @@ def approve_replacement(
     *,
     session: Session,
     mailer: Mailer,
+    settings: Settings,
     actor: Actor,
     exception_id: int,
     note: str = "",
@@ -187,6 +188,7 @@ def approve_replacement(
     _decide(session, actor, exception, Replacement.APPROVED, note)
     exception.replacement_shipment_id = parcel.id
     session.flush()
+    burn_down.alert_if_low(session=session, mailer=mailer, settings=settings)
     _tell(
         session,
         mailer,

@@ -16,8 +16,18 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from db import Actor, record_event, utcnow
+from distribution import burn_down
 from distribution.errors import InvalidMovement, NoKeysLeft, UnknownKeyModel
-from distribution.models import TOTAL, KeyModel, MovementKind, StockBalance, StockMovement
+from distribution.models import (
+    TOTAL,
+    KeyModel,
+    LowStockAlert,
+    MovementKind,
+    StockBalance,
+    StockMovement,
+)
+from mail import Mailer
+from settings import Settings
 
 
 def get_key_model(*, session: Session, sku: str) -> KeyModel:
@@ -66,15 +76,23 @@ def receive_stock(
 
 
 def adjust_stock(
-    *, session: Session, actor: Actor, sku: str, quantity: int, reason: str
+    *,
+    session: Session,
+    mailer: Mailer,
+    settings: Settings,
+    actor: Actor,
+    sku: str,
+    quantity: int,
+    reason: str,
 ) -> StockMovement:
-    """Correct the count of a model (after a stocktake, say); the reason is mandatory."""
+    """Correct the count of a model (after a stocktake, say); the reason is mandatory. A
+    correction downwards may cross a low-stock threshold, which tells programme staff."""
     if quantity == 0:
         raise InvalidMovement("An adjustment changes the count by at least one key.")
     if len(reason.strip()) < 5:
         raise InvalidMovement("Say why the count changes (at least 5 characters).")
     get_key_model(session=session, sku=sku)
-    return record_movement(
+    movement = record_movement(
         session=session,
         actor=actor,
         sku=sku,
@@ -83,6 +101,8 @@ def adjust_stock(
         reference=f"ADJ-{utcnow():%Y%m%d-%H%M%S}",
         note=reason,
     )
+    burn_down.alert_if_low(session=session, mailer=mailer, settings=settings)
+    return movement
 
 
 def record_movement(
@@ -116,6 +136,13 @@ def record_movement(
         raise InvalidMovement(
             f"That would leave fewer {sku} keys on hand than are already promised."
         ) from None
+    if quantity > 0 and kind in (MovementKind.RECEIVED, MovementKind.ADJUSTED):
+        # New stock re-arms the low-stock alerts it lifts availability back above.
+        session.execute(
+            sa.delete(LowStockAlert).where(
+                col(LowStockAlert.threshold) <= available_keys(session=session)
+            )
+        )
     record_event(
         session=session,
         actor=actor,
@@ -204,6 +231,7 @@ def _shift(
     committed: Mapping[str, int] | None = None,
 ) -> None:
     """Add to balance rows in place; the CHECK constraints judge the result."""
+    total_moved = False
     for column, deltas in (("on_hand", on_hand or {}), ("committed", committed or {})):
         for sku, delta in deltas.items():
             if delta:
@@ -212,6 +240,9 @@ def _shift(
                     .where(col(StockBalance.sku) == sku)
                     .values({column: getattr(StockBalance, column) + delta})
                 )
+                total_moved = total_moved or sku == TOTAL
+    if total_moved:
+        burn_down.record_day(session=session)
 
 
 @dataclass(frozen=True)

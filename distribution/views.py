@@ -356,6 +356,8 @@ def adjust_stock() -> ResponseReturnValue:
         try:
             stock.adjust_stock(
                 session=get_session(),
+                mailer=get_mailer(),
+                settings=get_settings(),
                 actor=actor_for(current_user),
                 sku=form.sku.data,
                 quantity=form.quantity.data,
@@ -690,6 +692,7 @@ def decide_replacement(exception_id: int, decision: str) -> ResponseReturnValue:
                 parcel = exceptions.approve_replacement(
                     session=session,
                     mailer=get_mailer(),
+                    settings=get_settings(),
                     actor=actor,
                     exception_id=exception_id,
                     note=note,

@@ -24,6 +24,7 @@ def test_production_reads_every_value():
             "KEYS_PROGRAMME_OPENS": "2027-01-01",
             "KEYS_PROGRAMME_CLOSES": "2027-06-30T12:00:00+02:00",
             "KEYS_SMTP_STARTTLS": "yes",
+            "KEYS_LOW_STOCK_ALERTS": "50, 500,50",
         }
     )
     assert settings.environment == "production"
@@ -32,6 +33,7 @@ def test_production_reads_every_value():
     assert settings.programme_opens_at == datetime(2027, 1, 1, tzinfo=UTC)
     assert settings.programme_closes_at == datetime(2027, 6, 30, 10, tzinfo=UTC)
     assert settings.smtp_starttls is True
+    assert settings.low_stock_alerts == (500, 50)
     assert settings.rp_id == "keys.example.net"
     assert settings.https
 
@@ -92,6 +94,7 @@ def test_secret_is_not_in_the_repr():
         ({"KEYS_ENV": "staging"}, "KEYS_ENV must be one of"),
         ({"KEYS_MAIL_BACKEND": "outbox"}, "only for development or KEYS_DEMO_MODE=1"),
         ({"KEYS_CRITICAL_PERCENT": "0"}, "KEYS_CRITICAL_PERCENT"),
+        ({"KEYS_LOW_STOCK_ALERTS": "400,-1"}, "KEYS_LOW_STOCK_ALERTS must be positive"),
     ],
 )
 def test_malformed_values_are_named(env, message):

@@ -157,7 +157,12 @@ def test_a_lost_parcel_is_written_off_and_replaced_once_approved(session, settin
     assert [r.exception.id for r in exceptions.open_replacements(session=session)] == [lost.id]
 
     replacement = exceptions.approve_replacement(
-        session=session, mailer=OutboxMailer(), actor=ACTOR, exception_id=lost.id, note="ok"
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        exception_id=lost.id,
+        note="ok",
     )
 
     assert status(session, parcel.claim_id) == "redeemed"
@@ -169,7 +174,11 @@ def test_a_lost_parcel_is_written_off_and_replaced_once_approved(session, settin
     assert (lost.replacement, lost.replacement_shipment_id) == ("approved", replacement.id)
     with pytest.raises(ClaimLocked, match="approved already"):
         exceptions.approve_replacement(
-            session=session, mailer=OutboxMailer(), actor=ACTOR, exception_id=lost.id
+            session=session,
+            mailer=OutboxMailer(),
+            settings=settings,
+            actor=ACTOR,
+            exception_id=lost.id,
         )
     assert mails(session) == [
         "Your parcel is lost: we are arranging a replacement",
@@ -197,7 +206,11 @@ def test_a_replacement_needs_keys_that_are_free(session, settings, stocked):
 
     with pytest.raises(NoKeysLeft, match=r"not enough keys available .*2 × TITAN-USB-A-NFC"):
         exceptions.approve_replacement(
-            session=session, mailer=OutboxMailer(), actor=ACTOR, exception_id=lost.id
+            session=session,
+            mailer=OutboxMailer(),
+            settings=settings,
+            actor=ACTOR,
+            exception_id=lost.id,
         )
     session.refresh(lost)
     assert lost.replacement == "requested" and status(session, parcel.claim_id) == "lost"
@@ -246,7 +259,11 @@ def test_a_damaged_key_is_replaced_one_for_one(session, settings, stocked):
         )
     assert status(session, parcel.claim_id) == "delivered"
     replacement = exceptions.approve_replacement(
-        session=session, mailer=OutboxMailer(), actor=ACTOR, exception_id=damaged.id
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        exception_id=damaged.id,
     )
 
     assert replacement.items == {USB_C: 1}

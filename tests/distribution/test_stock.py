@@ -10,6 +10,7 @@ from db import Actor, AuditEvent
 from distribution import stock
 from distribution.errors import InvalidMovement, NoKeysLeft
 from distribution.models import StockMovement
+from mail import OutboxMailer
 
 ACTOR = Actor.system("test")
 A, C = "TITAN-USB-A-NFC", "TITAN-USB-C-NFC"
@@ -68,17 +69,37 @@ def test_promises_never_exceed_what_is_on_hand(session):
         stock.allocate(session=session, items={C: 1}, reserved=0)  # none of that model
 
 
-def test_adjustments_need_a_reason_and_cannot_undercut_promises(session):
+def test_adjustments_need_a_reason_and_cannot_undercut_promises(session, settings):
     receive(session, A, 4, "B-1")
     stock.reserve(session=session, keys=2)
     with pytest.raises(InvalidMovement, match="Say why"):
-        stock.adjust_stock(session=session, actor=ACTOR, sku=A, quantity=-1, reason="")
+        stock.adjust_stock(
+            session=session,
+            mailer=OutboxMailer(),
+            settings=settings,
+            actor=ACTOR,
+            sku=A,
+            quantity=-1,
+            reason="",
+        )
     with pytest.raises(InvalidMovement, match="fewer TITAN-USB-A-NFC keys on hand than"):
         stock.adjust_stock(
-            session=session, actor=ACTOR, sku=A, quantity=-3, reason="stocktake found three missing"
+            session=session,
+            mailer=OutboxMailer(),
+            settings=settings,
+            actor=ACTOR,
+            sku=A,
+            quantity=-3,
+            reason="stocktake found three missing",
         )
     stock.adjust_stock(
-        session=session, actor=ACTOR, sku=A, quantity=-2, reason="two damaged in the warehouse"
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        sku=A,
+        quantity=-2,
+        reason="two damaged in the warehouse",
     )
     figures = stock.stock_figures(session=session)
     assert (figures.on_hand, figures.available) == (2, 0)
