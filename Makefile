@@ -6,7 +6,8 @@ PYTHON ?= python3
 # WeasyPrint's run-time libraries (Pango, HarfBuzz subsetting), the label fonts (DejaVu; Noto CJK
 # for Japanese addresses).
 DEBIAN_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core fonts-noto-cjk
-TEST_DEBIAN_PACKAGES := $(DEBIAN_PACKAGES) chromium postgresql poppler-utils
+# Tests count rate limits in a real Redis, as production does.
+TEST_DEBIAN_PACKAGES := $(DEBIAN_PACKAGES) chromium postgresql poppler-utils redis-server
 DEMO_ENV := KEYS_ENV=development KEYS_DEMO_MODE=1
 
 .PHONY: install run test lint bench system-packages test-system-packages

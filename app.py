@@ -10,6 +10,7 @@ from flask import Flask, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException, InternalServerError
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 import db
 import mail
@@ -34,6 +35,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         PREFERRED_URL_SCHEME="https" if settings.https else "http",
     )
     os.makedirs(app.instance_path, exist_ok=True)
+    if settings.proxy_hops:
+        # Behind nginx or Caddy: the client's address (which rate limits count) and the https
+        # scheme come from X-Forwarded-For/-Proto, believed for exactly that many proxies.
+        # X-Forwarded-Host is not: the proxy passes Host, and a client could forge the other.
+        hops = settings.proxy_hops
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
     db.init_app(app, db.Database(db.create_db_engine(settings.database_url)))
     mail.init_app(app, mail.create_mailer(settings))

@@ -49,7 +49,12 @@ class Settings:
     database_url: str
     base_url: str
     instance_path: Path = _DEFAULT_INSTANCE
+    # Rate-limit counters: memory:// counts inside one process, so every gunicorn worker
+    # would grant its own allowance; production shares them in Redis.
     ratelimit_storage_url: str = "memory://"
+    # Reverse proxies in front of the app (nginx, Caddy) whose X-Forwarded-For/-Proto/-Host
+    # are trusted: 0 trusts none, so a client cannot forge its address past a rate limit.
+    proxy_hops: int = 0
 
     mail_backend: str = "smtp"
     mail_from: str = "Security Key Giveaway <keys@localhost>"
@@ -133,6 +138,12 @@ class Settings:
                     "KEYS_MAIL_BACKEND=outbox keeps mail in the database; "
                     "it is only for development or KEYS_DEMO_MODE=1"
                 )
+        _validate_ratelimit_storage(self.ratelimit_storage_url, development=self.development)
+        if not 0 <= self.proxy_hops <= 5:
+            raise SettingsError(
+                "KEYS_PROXY_HOPS must be between 0 (no proxy) and 5: the number of reverse "
+                "proxies in front of the app"
+            )
         if not self.base_url:
             raise SettingsError("KEYS_BASE_URL is required outside development")
         parts = urlsplit(self.base_url)
@@ -206,7 +217,10 @@ class Settings:
             ),
             base_url=base_url.rstrip("/"),
             instance_path=instance_path,
-            ratelimit_storage_url=env.text("KEYS_RATELIMIT_STORAGE_URL", "memory://"),
+            ratelimit_storage_url=env.text(
+                "KEYS_RATELIMIT_STORAGE_URL", "memory://" if development else ""
+            ),
+            proxy_hops=env.integer("KEYS_PROXY_HOPS", cls.proxy_hops),
             mail_backend=env.text("KEYS_MAIL_BACKEND", "outbox" if demo_mode else "smtp"),
             mail_from=env.text("KEYS_MAIL_FROM", cls.mail_from),
             smtp_host=env.text("KEYS_SMTP_HOST", cls.smtp_host),
@@ -257,6 +271,42 @@ def _is_ip_address(host: str) -> bool:
 
 def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
+
+
+# The storages flask-limiter (through `limits`) counts in; only memory:// is not shared.
+_RATELIMIT_SCHEMES = (
+    "memory",
+    "redis",
+    "rediss",
+    "redis+unix",
+    "redis+sentinel",
+    "redis+cluster",
+    "valkey",
+    "valkeys",
+    "memcached",
+    "mongodb",
+    "mongodb+srv",
+)
+
+
+def _validate_ratelimit_storage(url: str, *, development: bool) -> None:
+    if not url and not development:
+        raise SettingsError(
+            "KEYS_RATELIMIT_STORAGE_URL is required outside development: every worker must "
+            "count attempts in one shared storage, such as redis://127.0.0.1:6379/0"
+        )
+    scheme = url.partition("://")[0]
+    if "://" not in url or scheme not in _RATELIMIT_SCHEMES:
+        raise SettingsError(
+            "KEYS_RATELIMIT_STORAGE_URL must be a rate-limit storage URL such as "
+            "redis://127.0.0.1:6379/0"
+        )
+    if scheme == "memory" and not development:
+        raise SettingsError(
+            "KEYS_RATELIMIT_STORAGE_URL=memory:// keeps rate-limit counters inside each "
+            "worker process, so every worker would allow the full number of attempts; outside "
+            "development use a shared storage such as redis://127.0.0.1:6379/0"
+        )
 
 
 def _require_real_secret(secret_key: str) -> None:

@@ -1,6 +1,7 @@
 """Fixtures: a migrated database (SQLite, or PostgreSQL when KEYS_TEST_DATABASE_URL names a
-server), a real SMTP server on loopback, and an app whose every test runs inside a transaction
-that is rolled back afterwards (the app's own commits become savepoint releases)."""
+server), a real SMTP server and a real Redis (the rate-limit storage) on loopback, and an app
+whose every test runs inside a transaction that is rolled back afterwards (the app's own commits
+become savepoint releases)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import email.policy
 import os
 import re
 import secrets
+import shutil
 import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from flask import Flask
@@ -139,11 +144,56 @@ def mailbox(smtp_server: tuple[Mailbox, int]) -> Mailbox:
     return box
 
 
+# --- rate-limit storage -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Debian's redis-server on a free loopback port, keeping nothing on disk; its URL.
+    Production settings refuse per-process counters, so the tests count in Redis too."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        pytest.fail("redis-server not found: run `make test`, which installs it")
+    port = free_port()
+    directory = tmp_path_factory.mktemp("redis")
+    server = subprocess.Popen(
+        [executable, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
+        + ["--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"redis-server did not start on port {port}")
+            time.sleep(0.05)
+    yield url
+    client.close()
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture
+def ratelimit_storage_url(redis_server: str) -> str:
+    """The Redis URL with its counters emptied: each test starts with every allowance."""
+    with redis.Redis.from_url(redis_server) as client:
+        client.flushdb()
+    return redis_server
+
+
 # --- the app ----------------------------------------------------------------------------------
 
 
-def make_settings(database_url: str, smtp_port: int, **overrides: Any) -> Settings:
-    """Production-like settings: a real secret, SMTP on loopback, no demo mode."""
+def make_settings(
+    database_url: str, smtp_port: int, *, ratelimit_storage_url: str, **overrides: Any
+) -> Settings:
+    """Production-like settings: a real secret, SMTP on loopback, rate limits counted in
+    Redis, no demo mode."""
     now = datetime.now(UTC)
     values: dict[str, Any] = {
         "environment": "production",
@@ -157,6 +207,7 @@ def make_settings(database_url: str, smtp_port: int, **overrides: Any) -> Settin
         "smtp_host": "127.0.0.1",
         "smtp_port": smtp_port,
         "smtp_timeout_seconds": 5.0,
+        "ratelimit_storage_url": ratelimit_storage_url,
     }
     values.update(overrides)
     settings = Settings(**values)
@@ -165,8 +216,18 @@ def make_settings(database_url: str, smtp_port: int, **overrides: Any) -> Settin
 
 
 @pytest.fixture
-def settings(database_url: str, smtp_server: tuple[Mailbox, int], tmp_path: Path) -> Settings:
-    return make_settings(database_url, smtp_server[1], instance_path=tmp_path)
+def settings(
+    database_url: str,
+    smtp_server: tuple[Mailbox, int],
+    ratelimit_storage_url: str,
+    tmp_path: Path,
+) -> Settings:
+    return make_settings(
+        database_url,
+        smtp_server[1],
+        ratelimit_storage_url=ratelimit_storage_url,
+        instance_path=tmp_path,
+    )
 
 
 @pytest.fixture
@@ -193,13 +254,18 @@ AppFactory = Callable[..., Flask]
 
 @pytest.fixture
 def app_factory(
-    database_url: str, smtp_server: tuple[Mailbox, int], tmp_path: Path, connection: sa.Connection
+    database_url: str,
+    smtp_server: tuple[Mailbox, int],
+    ratelimit_storage_url: str,
+    tmp_path: Path,
+    connection: sa.Connection,
 ) -> Iterator[AppFactory]:
     """Builds apps with changed settings, all joined to the test's rolled-back connection."""
     apps: list[Flask] = []
 
     def build(**overrides: Any) -> Flask:
         overrides.setdefault("instance_path", tmp_path)
+        overrides.setdefault("ratelimit_storage_url", ratelimit_storage_url)
         app = create_app(make_settings(database_url, smtp_server[1], **overrides))
         bind_to(app, connection)
         apps.append(app)

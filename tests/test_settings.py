@@ -11,7 +11,11 @@ import pytest
 from settings import DEFAULT_COUNTRIES, Settings, SettingsError
 
 REAL_SECRET = "kR7-vQ2xLp9mZt4WbN8sJd3FhY6cUe1AaGo5"
-PRODUCTION = {"KEYS_SECRET_KEY": REAL_SECRET, "KEYS_BASE_URL": "https://keys.example.net"}
+PRODUCTION = {
+    "KEYS_SECRET_KEY": REAL_SECRET,
+    "KEYS_BASE_URL": "https://keys.example.net",
+    "KEYS_RATELIMIT_STORAGE_URL": "redis://127.0.0.1:6379/0",
+}
 
 
 def test_production_reads_every_value():
@@ -24,6 +28,7 @@ def test_production_reads_every_value():
             "KEYS_PROGRAMME_OPENS": "2027-01-01",
             "KEYS_PROGRAMME_CLOSES": "2027-06-30T12:00:00+02:00",
             "KEYS_SMTP_STARTTLS": "yes",
+            "KEYS_PROXY_HOPS": "1",
             "KEYS_LOW_STOCK_ALERTS": "50, 500,50",
         }
     )
@@ -33,6 +38,8 @@ def test_production_reads_every_value():
     assert settings.programme_opens_at == datetime(2027, 1, 1, tzinfo=UTC)
     assert settings.programme_closes_at == datetime(2027, 6, 30, 10, tzinfo=UTC)
     assert settings.smtp_starttls is True
+    assert settings.proxy_hops == 1
+    assert settings.ratelimit_storage_url == "redis://127.0.0.1:6379/0"
     assert settings.low_stock_alerts == (500, 50)
     assert settings.rp_id == "keys.example.net"
     assert settings.https
@@ -73,6 +80,8 @@ def test_development_generates_a_secret_per_process():
     assert len(first.secret_key) >= 32
     assert first.secret_key != second.secret_key
     assert first.base_url == "http://localhost:5000"
+    assert first.ratelimit_storage_url == "memory://"  # one process on a laptop
+    assert first.proxy_hops == 0
 
 
 def test_secret_is_not_in_the_repr():
@@ -94,6 +103,12 @@ def test_secret_is_not_in_the_repr():
         ({"KEYS_ENV": "staging"}, "KEYS_ENV must be one of"),
         ({"KEYS_MAIL_BACKEND": "outbox"}, "only for development or KEYS_DEMO_MODE=1"),
         ({"KEYS_CRITICAL_PERCENT": "0"}, "KEYS_CRITICAL_PERCENT"),
+        ({"KEYS_RATELIMIT_STORAGE_URL": ""}, "KEYS_RATELIMIT_STORAGE_URL is required"),
+        ({"KEYS_RATELIMIT_STORAGE_URL": "memory://"}, "inside each worker process"),
+        ({"KEYS_RATELIMIT_STORAGE_URL": "127.0.0.1:6379"}, "a rate-limit storage URL"),
+        ({"KEYS_RATELIMIT_STORAGE_URL": "postgresql://db/keys"}, "a rate-limit storage URL"),
+        ({"KEYS_PROXY_HOPS": "-1"}, "KEYS_PROXY_HOPS must be between 0"),
+        ({"KEYS_PROXY_HOPS": "one"}, "KEYS_PROXY_HOPS must be a whole number"),
         ({"KEYS_LOW_STOCK_ALERTS": "400,-1"}, "KEYS_LOW_STOCK_ALERTS must be positive"),
     ],
 )

@@ -80,11 +80,18 @@ def test_the_queue_filters_by_destination_model_and_age_with_counts(shipping, se
     assert session.exec(select(LabelRun)).one().claim_ids == [tokyo.claim_id]
 
 
-def test_a_run_started_on_the_web_renders_in_the_background(databases, smtp_server, tmp_path):
+def test_a_run_started_on_the_web_renders_in_the_background(
+    databases, smtp_server, ratelimit_storage_url, tmp_path
+):
     """A real database file or server and the app's own thread: the run page is never blank
     and offers the PDF once the job is done."""
     app = create_app(
-        make_settings(databases.create("runs"), smtp_server[1], instance_path=tmp_path)
+        make_settings(
+            databases.create("runs"),
+            smtp_server[1],
+            ratelimit_storage_url=ratelimit_storage_url,
+            instance_path=tmp_path,
+        )
     )
     settings = app.extensions["keys_settings"]
     with get_database(app).transaction() as session:

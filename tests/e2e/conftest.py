@@ -53,6 +53,7 @@ class LiveServer:
 def live_server(
     databases: DatabaseFactory,
     smtp_server: tuple[Mailbox, int],
+    redis_server: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[LiveServer]:
     mailbox, smtp_port = smtp_server
@@ -60,6 +61,7 @@ def live_server(
     settings = make_settings(
         databases.create("e2e"),
         smtp_port,
+        ratelimit_storage_url=redis_server,
         # A host name, not an IP address: browsers refuse WebAuthn on an IP address.
         base_url=f"http://localhost:{port}",
         instance_path=tmp_path_factory.mktemp("e2e-instance"),
