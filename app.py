@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from accounts.key_views import bp as staff_keys_bp
     from accounts.views import bp as accounts_bp
     from distribution.activation_views import bp as activation_bp
+    from distribution.report_views import bp as reports_bp
     from distribution.views import bp as distribution_bp
     from eligibility.views import bp as eligibility_bp
 
@@ -56,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(eligibility_bp)
     app.register_blueprint(distribution_bp)
     app.register_blueprint(activation_bp)
+    app.register_blueprint(reports_bp)
     app.register_blueprint(staff_keys_bp)
 
     _register_cli(app)

@@ -1,4 +1,5 @@
-"""Shipping labels and packing slips as print-ready PDF: the one module that imports WeasyPrint.
+"""Shipping labels and packing slips as print-ready PDF: the one module that imports WeasyPrint
+(the PDF of the reports is rendered here too, by ``write_report_pdf``).
 
 A run is a sequence of ``ParcelLabel``s; each becomes a 4×6 in label (return address,
 recipient in Latin script with the country last, phone, contents, a CN22 customs block when the
@@ -198,13 +199,21 @@ def page_count(*, parcels: int, layout: Layout, panels_per_parcel: int) -> int:
 
 
 def write_pdf(html: str, *, layout: Layout = "4x6") -> bytes:
-    """Render one HTML document with the label CSS (no fetching). The single place WeasyPrint
-    runs; callers normally want ``render_run``."""
+    """Render one HTML document with the label CSS; callers normally want ``render_run``."""
+    return _write(html, _stylesheet(layout))
+
+
+def write_report_pdf(html: str) -> bytes:
+    """Render a report (A4 portrait, ``templates/reports/print.css``) the way labels are
+    rendered: fetching nothing but ``data:`` URIs, such as its charts."""
+    return _write(html, _report_stylesheet())
+
+
+def _write(html: str, stylesheet: weasyprint.CSS) -> bytes:
+    """The single place WeasyPrint runs."""
     try:
         document = weasyprint.HTML(string=html, url_fetcher=LabelURLFetcher())
-        pdf: bytes = document.write_pdf(
-            stylesheets=[_stylesheet(layout)], font_config=_font_config()
-        )
+        pdf: bytes = document.write_pdf(stylesheets=[stylesheet], font_config=_font_config())
     except FatalURLFetchingError as error:
         cause = error.__cause__
         raise cause if isinstance(cause, LabelError) else LabelError(str(error)) from error
@@ -388,6 +397,12 @@ def _environment() -> jinja2.Environment:
 @cache
 def _font_config() -> FontConfiguration:
     return FontConfiguration()
+
+
+@cache
+def _report_stylesheet() -> weasyprint.CSS:
+    css = (_TEMPLATES.parent / "reports" / "print.css").read_text(encoding="utf-8")
+    return weasyprint.CSS(string=css, font_config=_font_config(), url_fetcher=LabelURLFetcher())
 
 
 @cache

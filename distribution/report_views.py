@@ -1,0 +1,77 @@
+"""Reports for staff (web page, CSV tables, PDF) and the public transparency page and JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from flask import Blueprint, Response, abort, jsonify, render_template
+from flask.typing import ResponseReturnValue
+
+from db import get_session
+from distribution import labels, reports
+from security import staff_required
+from settings import get_settings
+
+bp = Blueprint("reports", __name__)
+
+
+@bp.get("/staff/reports")
+@staff_required()
+def staff_reports() -> ResponseReturnValue:
+    report = reports.staff_report(session=get_session(), settings=get_settings())
+    return render_template(
+        "reports/staff.html", report=report, charts=reports.report_charts(report)
+    )
+
+
+@bp.get("/staff/reports/<name>.csv")
+@staff_required()
+def report_csv(name: str) -> ResponseReturnValue:
+    if name not in reports.TABLES:
+        abort(404, f"There is no table {name!r}: the tables are {', '.join(reports.TABLES)}.")
+    report = reports.staff_report(session=get_session(), settings=get_settings())
+    header, rows = reports.report_table(report, name)
+    day = report.stock.taken_at.date().isoformat()
+    return _attachment(_csv([header, *rows]), "text/csv", f"keys-{name}-{day}.csv")
+
+
+@bp.get("/staff/reports.pdf")
+@staff_required()
+def report_pdf() -> ResponseReturnValue:
+    report = reports.staff_report(session=get_session(), settings=get_settings())
+    html = render_template(
+        "reports/print.html", report=report, charts=reports.report_charts(report)
+    )
+    day = report.stock.taken_at.date().isoformat()
+    return _attachment(labels.write_report_pdf(html), "application/pdf", f"keys-report-{day}.pdf")
+
+
+@bp.get("/transparency")
+def transparency_page() -> ResponseReturnValue:
+    return render_template(
+        "reports/transparency.html", figures=reports.transparency(session=get_session())
+    )
+
+
+@bp.get("/transparency.json")
+def transparency_json() -> ResponseReturnValue:
+    return jsonify(reports.transparency(session=get_session()).as_dict())
+
+
+def _csv(rows: list[list[object]]) -> str:
+    """Rows as CSV; a text cell a spreadsheet would run as a formula is quoted with '."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    for row in rows:
+        writer.writerow(
+            "'" + cell if isinstance(cell, str) and cell[:1] in "=+-@" and cell else cell
+            for cell in row
+        )
+    return out.getvalue()
+
+
+def _attachment(body: str | bytes, mimetype: str, filename: str) -> Response:
+    response = Response(body, mimetype=mimetype)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
