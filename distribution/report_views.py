@@ -9,7 +9,7 @@ from flask import Blueprint, Response, abort, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
 from db import get_session
-from distribution import labels, reports
+from distribution import labels, staff_report, transparency
 from security import staff_required
 from settings import get_settings
 
@@ -19,19 +19,19 @@ bp = Blueprint("reports", __name__)
 @bp.get("/staff/reports")
 @staff_required()
 def staff_reports() -> ResponseReturnValue:
-    report = reports.staff_report(session=get_session(), settings=get_settings())
+    report = staff_report.staff_report(session=get_session(), settings=get_settings())
     return render_template(
-        "reports/staff.html", report=report, charts=reports.report_charts(report)
+        "reports/staff.html", report=report, charts=staff_report.report_charts(report)
     )
 
 
 @bp.get("/staff/reports/<name>.csv")
 @staff_required()
 def report_csv(name: str) -> ResponseReturnValue:
-    if name not in reports.TABLES:
-        abort(404, f"There is no table {name!r}: the tables are {', '.join(reports.TABLES)}.")
-    report = reports.staff_report(session=get_session(), settings=get_settings())
-    header, rows = reports.report_table(report, name)
+    if name not in staff_report.TABLES:
+        abort(404, f"There is no table {name!r}: the tables are {', '.join(staff_report.TABLES)}.")
+    report = staff_report.staff_report(session=get_session(), settings=get_settings())
+    header, rows = staff_report.report_table(report, name)
     day = report.stock.taken_at.date().isoformat()
     return _attachment(_csv([header, *rows]), "text/csv", f"keys-{name}-{day}.csv")
 
@@ -39,9 +39,9 @@ def report_csv(name: str) -> ResponseReturnValue:
 @bp.get("/staff/reports.pdf")
 @staff_required()
 def report_pdf() -> ResponseReturnValue:
-    report = reports.staff_report(session=get_session(), settings=get_settings())
+    report = staff_report.staff_report(session=get_session(), settings=get_settings())
     html = render_template(
-        "reports/print.html", report=report, charts=reports.report_charts(report)
+        "reports/print.html", report=report, charts=staff_report.report_charts(report)
     )
     day = report.stock.taken_at.date().isoformat()
     return _attachment(labels.write_report_pdf(html), "application/pdf", f"keys-report-{day}.pdf")
@@ -50,13 +50,13 @@ def report_pdf() -> ResponseReturnValue:
 @bp.get("/transparency")
 def transparency_page() -> ResponseReturnValue:
     return render_template(
-        "reports/transparency.html", figures=reports.transparency(session=get_session())
+        "reports/transparency.html", figures=transparency.transparency(session=get_session())
     )
 
 
 @bp.get("/transparency.json")
 def transparency_json() -> ResponseReturnValue:
-    return jsonify(reports.transparency(session=get_session()).as_dict())
+    return jsonify(transparency.transparency(session=get_session()).as_dict())
 
 
 def _csv(rows: list[list[object]]) -> str:

@@ -1,5 +1,6 @@
-"""Reports: where the keys are (stock), how claims move through the programme (funnel, countries,
-times), and the public aggregates of the transparency page.
+"""Reports: where the keys are (stock) and how claims move through the programme (funnel,
+countries, times). The public aggregates build on them in ``transparency``, the staff document
+(charts, CSV tables) in ``staff_report``.
 
 Each report reads a handful of rows per claim and parcel in a few queries and does its sums in
 Python: a programme of 4,000 keys is a few thousand rows, and one pass over them is cheaper
@@ -13,15 +14,13 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import Session, col
 
 from accounts.models import Maintainer
 from db import utcnow
-from distribution import charts
-from distribution.burn_down import BurnDown, burn_down
 from distribution.models import (
     Claim,
     ClaimStatus,
@@ -36,10 +35,7 @@ from distribution.stock import key_models, stock_figures
 from eligibility.countries import country_name
 from eligibility.critical import current_list
 from eligibility.models import Appeal, AppealStatus, CriticalEntry, Project, ProjectRole
-from settings import Settings
 
-# A country with fewer recipients than this is folded into "other" on the public page.
-MIN_PUBLIC_BUCKET = 5
 TOTAL = "total"
 # Claims whose current parcel holds keys allocated to it, not yet (or no longer) shipped.
 _HOLDING_KEYS = (ClaimStatus.REDEEMED, ClaimStatus.LABEL_PRINTED, ClaimStatus.RETURNED)
@@ -49,7 +45,9 @@ _HOLDING_KEYS = (ClaimStatus.REDEEMED, ClaimStatus.LABEL_PRINTED, ClaimStatus.RE
 
 
 @dataclass(frozen=True)
-class _Parcel:
+class ParcelFacts:
+    """What the reports need of a parcel (no address)."""
+
     claim_id: int
     id: int
     country: str
@@ -60,7 +58,9 @@ class _Parcel:
 
 
 @dataclass(frozen=True)
-class _Claim:
+class ClaimFacts:
+    """What the reports need of a claim, with its parcels oldest first."""
+
     id: int
     status: ClaimStatus
     keys_reserved: int
@@ -69,14 +69,14 @@ class _Claim:
     redeemed_at: datetime | None
     activated_at: datetime | None
     profile_country: str | None
-    parcels: list[_Parcel] = field(default_factory=list)
+    parcels: list[ParcelFacts] = field(default_factory=list)
 
     @property
-    def current(self) -> _Parcel | None:
+    def current(self) -> ParcelFacts | None:
         return self.parcels[-1] if self.parcels else None
 
     @property
-    def shipped(self) -> list[_Parcel]:
+    def shipped(self) -> list[ParcelFacts]:
         return [p for p in self.parcels if p.shipped_at is not None]
 
     @property
@@ -93,7 +93,7 @@ class _Claim:
         return self.current.country if self.current else self.profile_country
 
 
-def _claims(session: Session) -> list[_Claim]:
+def all_claims(*, session: Session) -> list[ClaimFacts]:
     """Every claim with its parcels, oldest parcel first: three queries."""
     exceptions = dict(
         session.execute(
@@ -104,7 +104,7 @@ def _claims(session: Session) -> list[_Claim]:
             )
         ).all()
     )
-    parcels: dict[int, list[_Parcel]] = defaultdict(list)
+    parcels: dict[int, list[ParcelFacts]] = defaultdict(list)
     for row in session.execute(
         sa.select(
             col(Shipment.claim_id),
@@ -116,7 +116,7 @@ def _claims(session: Session) -> list[_Claim]:
         ).order_by(col(Shipment.id))
     ):
         parcels[row.claim_id].append(
-            _Parcel(
+            ParcelFacts(
                 claim_id=row.claim_id,
                 id=row.id,
                 country=row.country,
@@ -127,7 +127,7 @@ def _claims(session: Session) -> list[_Claim]:
             )
         )
     return [
-        _Claim(
+        ClaimFacts(
             id=row.id,
             status=ClaimStatus(row.status),
             keys_reserved=row.keys_reserved,
@@ -230,7 +230,7 @@ def stock_report(*, session: Session, now: datetime | None = None) -> StockRepor
         Counter[str]() for _ in range(7)
     )
     reserved_by_codes = 0
-    for claim in _claims(session):
+    for claim in all_claims(session=session):
         if claim.status == ClaimStatus.ISSUED:
             reserved_by_codes += claim.keys_reserved
         if claim.status in _HOLDING_KEYS and claim.current:
@@ -369,7 +369,7 @@ class ProgrammeReport:
 def programme_report(*, session: Session, now: datetime | None = None) -> ProgrammeReport:
     """The funnel from eligible maintainer to activated keys, by country and in time."""
     now = now or utcnow()
-    claims = _claims(session)
+    claims = all_claims(session=session)
     shipped = [c for c in claims if c.shipped]
     counts = [
         ("Eligible maintainers", eligible_maintainers(session=session)),
@@ -478,263 +478,3 @@ def _count(session: Session, table: type, condition: sa.ColumnElement[bool]) -> 
     return int(
         session.execute(sa.select(sa.func.count()).select_from(table).where(condition)).scalar_one()
     )
-
-
-# --- the public transparency figures ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PublicBucket:
-    name: str  # a country's or a model's name, or "Other countries"
-    recipients: int | None  # None for models
-    shipped: int
-    activated: int
-
-
-@dataclass(frozen=True)
-class Transparency:
-    keys_total: int
-    given_away: int
-    shipped: int
-    activated: int
-    remaining: int
-    countries: list[PublicBucket]
-    models: list[PublicBucket]
-    taken_at: datetime
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "keys_total": self.keys_total,
-            "given_away": self.given_away,
-            "shipped": self.shipped,
-            "activated": self.activated,
-            "remaining": self.remaining,
-            "by_country": [
-                {
-                    "country": b.name,
-                    "recipients": b.recipients,
-                    "keys_shipped": b.shipped,
-                    "keys_activated": b.activated,
-                }
-                for b in self.countries
-            ],
-            "by_model": [
-                {"model": b.name, "keys_shipped": b.shipped, "keys_activated": b.activated}
-                for b in self.models
-            ],
-            "minimum_per_country": MIN_PUBLIC_BUCKET,
-            "as_of": self.taken_at.isoformat(timespec="seconds"),
-        }
-
-
-def transparency(*, session: Session, now: datetime | None = None) -> Transparency:
-    """Aggregates anyone may see: no person can be singled out, so a country with fewer than
-    ``MIN_PUBLIC_BUCKET`` recipients is folded into "Other countries" (with the next smallest
-    until that bucket is big enough too)."""
-    report = stock_report(session=session, now=now)
-    recipients: Counter[str] = Counter()
-    shipped: Counter[str] = Counter()
-    activated: Counter[str] = Counter()
-    for claim in _claims(session):
-        reached = [p for p in claim.shipped if p.exception != ExceptionKind.RETURNED]
-        if not reached:
-            continue
-        country = reached[-1].country
-        recipients[country] += 1
-        shipped[country] += sum(sum(p.items.values()) for p in reached)
-        if claim.status == ClaimStatus.ACTIVATED:
-            activated[country] += sum(sum(p.items.values()) for p in reached if p.delivered_at)
-
-    def figure(key: str, column: str = TOTAL) -> int:
-        return report.figure(key, column) or 0
-
-    net_shipped = figure("shipped") - figure("returned")
-    return Transparency(
-        keys_total=figure("received") + figure("adjusted"),
-        given_away=figure("reserved") + figure("allocated") + net_shipped,
-        shipped=net_shipped,
-        activated=figure("activated"),
-        remaining=figure("available"),
-        countries=_public_countries(recipients, shipped, activated),
-        models=[
-            PublicBucket(
-                name,
-                None,
-                figure("shipped", sku) - figure("returned", sku),
-                figure("activated", sku),
-            )
-            for sku, name in report.columns[:-1]
-        ],
-        taken_at=report.taken_at,
-    )
-
-
-def _public_countries(
-    recipients: Counter[str], shipped: Counter[str], activated: Counter[str]
-) -> list[PublicBucket]:
-    listed = sorted(recipients, key=lambda code: (-recipients[code], code))
-    folded = [code for code in listed if recipients[code] < MIN_PUBLIC_BUCKET]
-    listed = [code for code in listed if code not in folded]
-    while folded and listed and sum(recipients[c] for c in folded) < MIN_PUBLIC_BUCKET:
-        folded.append(listed.pop())
-    buckets = [
-        PublicBucket(country_name(code), recipients[code], shipped[code], activated[code])
-        for code in listed
-    ]
-    if folded:
-        buckets.append(
-            PublicBucket(
-                "Other countries",
-                sum(recipients[c] for c in folded),
-                sum(shipped[c] for c in folded),
-                sum(activated[c] for c in folded),
-            )
-        )
-    return buckets
-
-
-# --- the whole staff report, its charts and its tables ----------------------------------------
-
-
-@dataclass(frozen=True)
-class StaffReport:
-    stock: StockReport
-    programme: ProgrammeReport
-    burn_down: BurnDown
-
-
-@dataclass(frozen=True)
-class ReportCharts:
-    """The report's charts as SVG ``data:`` URIs, each with a sentence for its alt text."""
-
-    burn_down: tuple[str, str]
-    funnel: tuple[str, str]
-    stock: tuple[str, str]
-
-
-def staff_report(
-    *, session: Session, settings: Settings, now: datetime | None = None
-) -> StaffReport:
-    now = now or utcnow()
-    return StaffReport(
-        stock=stock_report(session=session, now=now),
-        programme=programme_report(session=session, now=now),
-        burn_down=burn_down(session=session, settings=settings, now=now),
-    )
-
-
-def report_charts(report: StaffReport) -> ReportCharts:
-    trend = report.burn_down
-    projection: tuple[tuple[date, int], ...] = ()
-    if trend.runs_out_on and trend.days:
-        projection = ((trend.days[-1].day, trend.available), (trend.runs_out_on, 0))
-    if trend.runs_out_on:
-        outlook = f"at {trend.per_day:,.1f} a day they run out about {trend.runs_out_on:%-d %B %Y}"
-    else:
-        outlook = "no keys were taken in the last days, so no day of running out is projected"
-    funnel = report.programme.funnel
-    stock = report.stock
-    where = [
-        ("available", "Available"),
-        ("reserved", "Reserved by codes"),
-        ("allocated", "Allocated to parcels"),
-        ("in_transit", "In transit"),
-        ("delivered", "Delivered"),
-        ("activated", "Activated as Titans"),
-        ("written_off", "Written off"),
-    ]
-    return ReportCharts(
-        burn_down=(
-            charts.burn_down_chart(
-                tuple(d.day for d in trend.days),
-                tuple(d.available for d in trend.days),
-                projection,
-                trend.alerts,
-            ),
-            f"Keys available per day: {trend.available:,} today; {outlook}.",
-        ),
-        funnel=(
-            charts.bar_chart(
-                "From eligible maintainer to activated keys",
-                tuple(
-                    (step.label, step.count, _count_and_share(step.count, step.of_previous))
-                    for step in funnel
-                ),
-            ),
-            "Claims at each step: "
-            + "; ".join(f"{step.label.lower()} {step.count:,}" for step in funnel)
-            + ".",
-        ),
-        stock=(
-            charts.bar_chart(
-                "Where the keys are",
-                tuple(
-                    (label, stock.figure(key) or 0, f"{stock.figure(key) or 0:,}")
-                    for key, label in where
-                ),
-            ),
-            "Keys by state: "
-            + "; ".join(f"{label.lower()} {stock.figure(key) or 0:,}" for key, label in where)
-            + ".",
-        ),
-    )
-
-
-def _count_and_share(count: int, share: float | None) -> str:
-    return f"{count:,}" if share is None else f"{count:,} ({share:.0%} of the step before)"
-
-
-Table = tuple[list[object], list[list[object]]]
-TABLES = ("stock", "funnel", "countries", "times", "burn-down")
-
-
-def report_table(report: StaffReport, name: str) -> Table:
-    """One table of the report as a header and rows, for CSV."""
-    if name == "stock":
-        stock = report.stock
-        return (
-            ["figure", *(sku for sku, _ in stock.columns)],
-            [
-                [label, *(values[sku] for sku, _ in stock.columns)]
-                for _k, label, values in stock.rows
-            ],
-        )
-    if name == "funnel":
-        return (
-            ["step", "claims", "share_of_previous", "share_of_eligible"],
-            [
-                [s.label, s.count, _ratio(s.of_previous), _ratio(s.of_first)]
-                for s in report.programme.funnel
-            ],
-        )
-    if name == "countries":
-        return (
-            [
-                "country_code",
-                "country",
-                "codes_issued",
-                "redeemed",
-                "shipped",
-                "delivered",
-                "activated",
-            ],
-            [
-                [c.code, c.name, c.issued, c.redeemed, c.shipped, c.delivered, c.activated]
-                for c in report.programme.countries
-            ],
-        )
-    if name == "times":
-        return (
-            ["span", "claims", "median_days", "p90_days"],
-            [[d.label, d.count, d.median_days, d.p90_days] for d in report.programme.durations],
-        )
-    if name == "burn-down":
-        return (
-            ["day", "available"],
-            [[d.day.isoformat(), d.available] for d in report.burn_down.days],
-        )
-    raise KeyError(name)
-
-
-def _ratio(value: float | None) -> str:
-    return "" if value is None else f"{value:.4f}"

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from db import utcnow
-from distribution import claims, exceptions, fulfilment, reports
+from distribution import claims, exceptions, fulfilment, reports, transparency
 from distribution.models import ClaimStatus, MovementKind, Shipment, StockMovement
 from mail import OutboxMailer
 from tests.factories import (
@@ -186,7 +186,7 @@ def test_durations_are_median_and_ninetieth_percentile():
 
 
 def test_the_public_figures_hold_no_person(session, programme):
-    figures = reports.transparency(session=session).as_dict()
+    figures = transparency.transparency(session=session).as_dict()
 
     # Given away: promised to a code, held for a parcel, or shipped and not back (the lost
     # parcel's keys too); all that is not available any more.
@@ -206,11 +206,11 @@ def test_the_public_figures_hold_no_person(session, programme):
 
 def test_small_countries_are_folded_until_other_is_big_enough_too():
     recipients = Counter({"DE": 6, "GB": 5, "JP": 2, "US": 1})
-    buckets = reports._public_countries(recipients, recipients, Counter())
+    buckets = transparency._public_countries(recipients, recipients, Counter())
     assert [(b.name, b.recipients) for b in buckets] == [("Germany", 6), ("Other countries", 8)]
-    assert all(b.recipients >= reports.MIN_PUBLIC_BUCKET for b in buckets)
+    assert all(b.recipients >= transparency.MIN_PUBLIC_BUCKET for b in buckets)
     many = Counter({"DE": 9, "US": 7, "JP": 5})
-    assert [b.name for b in reports._public_countries(many, many, Counter())] == [
+    assert [b.name for b in transparency._public_countries(many, many, Counter())] == [
         "Germany",
         "United States",
         "Japan",
