@@ -72,10 +72,11 @@ def burn_down_chart(
     days: tuple[date, ...],
     available: tuple[int | None, ...],
     projection: tuple[tuple[date, int], ...],
+    projection_label: str,
     thresholds: tuple[int, ...],
 ) -> str:
-    """Available keys per day (a solid step line), the projection to the day they run out (a
-    dashed line) and the low-stock thresholds (dotted, named)."""
+    """Available keys per day (a solid step line), the projection (a dashed line, its end
+    named by ``projection_label``) and the low-stock thresholds (dotted, named)."""
     figure = Figure(figsize=(_WIDTH_IN, 3.2))
     axes = figure.add_subplot()
     known = [(day, value) for day, value in zip(days, available, strict=True) if value is not None]
@@ -93,12 +94,13 @@ def burn_down_chart(
         px, py = zip(*projection, strict=True)
         axes.plot(px, py, color=INK, linestyle=(0, (5, 3)), linewidth=1.2)
         axes.annotate(
-            f"runs out about {px[-1]:%-d %b %Y}",
+            projection_label,
             (px[-1], py[-1]),
-            xytext=(-4, 14),
-            textcoords="offset points",
+            xytext=(0.98, 0.92),
+            textcoords="axes fraction",
             ha="right",
             color=INK,
+            arrowprops={"arrowstyle": "->", "color": INK, "linewidth": 0.8},
         )
     for threshold in thresholds:
         axes.axhline(threshold, color=INK, linestyle=":", linewidth=0.9)
@@ -118,7 +120,9 @@ def burn_down_chart(
     locator = AutoDateLocator(maxticks=8)  # type: ignore[no-untyped-call]
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
-    axes.set_ylim(bottom=0)
+    # Head-room above the highest point for the annotations.
+    highest = max([1, *(v for v in available if v is not None), *thresholds])
+    axes.set_ylim(0, highest * 1.2)
     axes.set_ylabel("Keys available")
     axes.grid(axis="y", linewidth=0.4, color="#bcccdc")
     axes.set_title("Keys available per day", loc="left", fontweight="bold", color=INK)

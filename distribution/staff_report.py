@@ -45,8 +45,17 @@ def staff_report(
 def report_charts(report: StaffReport) -> ReportCharts:
     trend = report.burn_down
     projection: tuple[tuple[date, int], ...] = ()
+    label = ""
     if trend.runs_out_on and trend.days:
-        projection = ((trend.days[-1].day, trend.available), (trend.runs_out_on, 0))
+        # Drawn no further than the programme's close, or a slow pace squeezes the history.
+        end = min(trend.runs_out_on, trend.closes_on)
+        left = max(0, round(trend.available - trend.per_day * (end - trend.days[-1].day).days))
+        projection = ((trend.days[-1].day, trend.available), (end, left))
+        label = (
+            f"{left:,} left at the close, {end:%-d %b %Y}"
+            if trend.runs_out_after_close
+            else f"at this pace, none left about {end:%-d %b %Y}"
+        )
     if trend.runs_out_on:
         outlook = f"at {trend.per_day:,.1f} a day they run out about {trend.runs_out_on:%-d %B %Y}"
     else:
@@ -68,6 +77,7 @@ def report_charts(report: StaffReport) -> ReportCharts:
                 tuple(d.day for d in trend.days),
                 tuple(d.available for d in trend.days),
                 projection,
+                label,
                 trend.alerts,
             ),
             f"Keys available per day: {trend.available:,} today; {outlook}.",
