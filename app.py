@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
@@ -17,6 +18,7 @@ import mail
 import security
 from accounts.models import StaffRole
 from errors import DomainError
+from health import DATABASE_RETRY_AFTER
 from settings import Settings, SettingsError
 
 
@@ -52,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from distribution.report_views import bp as reports_bp
     from distribution.views import bp as distribution_bp
     from eligibility.views import bp as eligibility_bp
+    from health import bp as health_bp
 
     app.register_blueprint(accounts_bp)
     app.register_blueprint(eligibility_bp)
@@ -59,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(activation_bp)
     app.register_blueprint(reports_bp)
     app.register_blueprint(staff_keys_bp)
+    app.register_blueprint(health_bp)
 
     _register_cli(app)
     _register_error_pages(app)
@@ -96,7 +100,11 @@ def _register_error_pages(app: Flask) -> None:
     def render_error(
         status: int, title: str, message: str, headers: dict[str, str] | None = None
     ) -> ResponseReturnValue:
-        if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+        if (
+            request.path.startswith("/api/")
+            or request.path == "/healthz"
+            or request.accept_mimetypes.best == "application/json"
+        ):
             return jsonify(error=title, message=message, status=status), status, headers or {}
         page = render_template("errors/error.html", status=status, title=title, message=message)
         return page, status, headers or {}
@@ -127,9 +135,28 @@ def _register_error_pages(app: Flask) -> None:
         headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
         return render_error(status, error.name, message, headers)
 
-    @app.errorhandler(InternalServerError)
-    def _server_error(_error: InternalServerError) -> ResponseReturnValue:
+    def database_unavailable() -> ResponseReturnValue:
+        # Nor can the database say who is signed in: the page is drawn as for a visitor.
+        security.forget_user_for_this_response()
+        return render_error(
+            503,
+            "We will be back in a moment",
+            "The site cannot reach its database just now. Please try again in a minute.",
+            {"Retry-After": DATABASE_RETRY_AFTER},
+        )
+
+    @app.errorhandler(sa.exc.DBAPIError)
+    def _database_error(error: sa.exc.DBAPIError) -> ResponseReturnValue:
+        if not db.is_unavailable(error):
+            raise error  # a fault, not an outage: logged and answered as a 500
         db.discard_changes()
+        return database_unavailable()
+
+    @app.errorhandler(InternalServerError)
+    def _server_error(error: InternalServerError) -> ResponseReturnValue:
+        db.discard_changes()
+        if db.is_unavailable(error.original_exception):  # lost while committing, say
+            return database_unavailable()
         return render_error(
             500,
             "Something went wrong on our side",

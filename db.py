@@ -10,6 +10,7 @@ promise, not only ours.
 from __future__ import annotations
 
 import enum
+import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import psycopg
 import sqlalchemy as sa
 from alembic import command as alembic_command
 from alembic.config import Config
@@ -70,10 +72,14 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 def create_db_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys and write-ahead locking."""
+    """An engine for ``url``; SQLite gets WAL, foreign keys and write-ahead locking.
+
+    Statement parameters are kept out of error messages and logs (``hide_parameters``): they
+    hold addresses, phone numbers and emails.
+    """
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 15})
+        return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    engine = sa.create_engine(url, connect_args={"timeout": 15}, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -170,6 +176,41 @@ def discard_changes() -> None:
     session: Session | None = g.get("db_session")
     if session is not None:
         session.rollback()
+
+
+# PostgreSQL's answers that mean "not now" rather than "not that": a connection exception
+# (class 08), the server shutting down or starting up, or every connection slot taken.
+_UNAVAILABLE_SQLSTATES = ("57P01", "57P02", "57P03", "53300")
+
+
+def is_unavailable(error: BaseException | None) -> bool:
+    """Whether ``error`` means the database cannot be reached for the moment (the connection
+    was refused or lost, the server is restarting, an SQLite file cannot be opened), as
+    opposed to a fault in what was asked of it: the first is worth a retry, the second not."""
+    if not isinstance(error, sa.exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    original = error.orig
+    if isinstance(original, sqlite3.OperationalError):
+        return original.sqlite_errorcode == sqlite3.SQLITE_CANTOPEN
+    if isinstance(original, psycopg.InterfaceError):  # "the connection is closed"
+        return True
+    if isinstance(original, psycopg.OperationalError):
+        # No SQLSTATE: the server never answered (refused, timed out, gone mid-query).
+        state = original.sqlstate
+        return state is None or state.startswith("08") or state in _UNAVAILABLE_SQLSTATES
+    return False
+
+
+def database_status(*, session: Session) -> str:
+    """Whether the database answers ``SELECT 1``, for the health check: "ok", or why not:
+    "unreachable" (see ``is_unavailable``) or "error"."""
+    try:
+        session.execute(sa.text("SELECT 1")).one()
+    except sa.exc.SQLAlchemyError as error:
+        return "unreachable" if is_unavailable(error) else "error"
+    return "ok"
 
 
 # --- audit events -----------------------------------------------------------------------------

@@ -112,6 +112,13 @@ def current_staff_roles() -> frozenset[StaffRole]:
     return roles
 
 
+def forget_user_for_this_response() -> None:
+    """Draw the rest of this response as for an anonymous visitor, without asking the database
+    who is signed in (it may be unreachable). The session cookie is left as it is."""
+    g._login_user = login_manager.anonymous_user()
+    g.staff_roles = frozenset()
+
+
 def has_role(*roles: StaffRole) -> bool:
     """Whether the signed-in staff member holds one of ``roles`` (admins hold them all)."""
     held = current_staff_roles()

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
 from flask import request, url_for
 
-from tests.factories import csrf_token
+from app import create_app
+from db import get_database, upgrade_database
+from tests.conftest import make_settings
+from tests.factories import csrf_token, make_maintainer, sign_in_as
+
+PG_CLUSTER = Path(__file__).resolve().parents[1] / "scripts" / "pg-cluster.sh"
 
 CLIENT = "203.0.113.9"
 NEIGHBOUR = "198.51.100.7"
@@ -50,3 +62,98 @@ def test_rate_limits_count_each_client_behind_the_proxy(app_factory):
     assert statuses == [302] * 30 + [429]  # 30 per hour per address
     # Someone else behind the same proxy still gets through.
     assert ask_for_link(client, "neighbour@example.org", NEIGHBOUR).status_code == 302
+
+
+# --- health and outages ----------------------------------------------------------------------
+
+
+def test_the_health_check_runs_a_query_and_says_ok(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "database": "ok"}
+
+
+@dataclass
+class Outage:
+    """A database of the test's own that it can take away and bring back: a PostgreSQL cluster
+    it stops and starts, or on SQLite a file whose directory goes away."""
+
+    kind: str
+    url: str
+    down: Callable[[], object]
+    up: Callable[[], object]
+
+
+@pytest.fixture
+def outage(databases, tmp_path) -> Iterator[Outage]:
+    if databases.kind == "postgresql":
+        # Not under tmp_path: the server runs as the postgres user, who may not enter it.
+        directory = tempfile.mkdtemp(prefix="keys-outage-")
+
+        def cluster(command: str) -> str:
+            done = subprocess.run(
+                [str(PG_CLUSTER), command, directory], capture_output=True, text=True, check=True
+            )
+            return done.stdout.strip()
+
+        try:
+            url = cluster("start")
+            upgrade_database(url)
+            yield Outage("postgresql", url, lambda: cluster("down"), lambda: cluster("up"))
+        finally:
+            cluster("stop")
+    else:
+        here, away = tmp_path / "database", tmp_path / "database-away"
+        here.mkdir()
+        url = f"sqlite:///{here / 'keys.sqlite3'}"
+        upgrade_database(url)
+        yield Outage("sqlite", url, lambda: here.rename(away), lambda: away.rename(here))
+
+
+def test_an_unreachable_database_gets_a_friendly_503_until_it_is_back(
+    outage, smtp_server, ratelimit_storage_url, tmp_path
+):
+    app = create_app(
+        make_settings(
+            outage.url,
+            smtp_server[1],
+            ratelimit_storage_url=ratelimit_storage_url,
+            instance_path=tmp_path,
+        )
+    )
+    database = get_database(app)
+    with database.transaction() as session:
+        maintainer = make_maintainer(session)
+    client = app.test_client()
+    sign_in_as(client, maintainer)
+    assert client.get("/account").status_code == 200
+
+    outage.down()
+    if outage.kind == "sqlite":
+        # Connections that opened the file before it went would go on reading it: start
+        # afresh, as a restarted worker would. PostgreSQL's pool notices by itself (pre-ping).
+        database.engine.dispose()
+    try:
+        page = client.get("/account")
+        assert page.status_code == 503
+        assert page.headers["Retry-After"] == "30"
+        text = page.get_data(as_text=True)
+        assert "We will be back in a moment" in text
+        assert "cannot reach its database" in text
+        assert "Traceback" not in text and "OperationalError" not in text
+        assert 'href="/sign-in"' in text  # drawn as for a visitor: nobody could be looked up
+
+        api = client.get("/api/projects/requests")
+        assert api.status_code == 503 and api.headers["Retry-After"] == "30"
+        assert api.get_json()["message"].startswith("The site cannot reach its database")
+
+        health = app.test_client().get("/healthz")  # monitoring sends no cookie
+        assert health.status_code == 503 and health.headers["Retry-After"] == "30"
+        assert health.get_json() == {"status": "unavailable", "database": "unreachable"}
+    finally:
+        outage.up()
+
+    assert app.test_client().get("/healthz").get_json() == {"status": "ok", "database": "ok"}
+    back = client.get("/account")
+    assert back.status_code == 200 and maintainer.username in back.get_data(as_text=True)
+    database.engine.dispose()

@@ -21,6 +21,7 @@ AFTER_PASSWORD = "after a staff password"
 # (admins may use every staff page).
 EXPECTED: dict[str, str | set[StaffRole]] = {
     "static": PUBLIC,
+    "health.healthz": PUBLIC,
     "accounts.index": PUBLIC,
     "accounts.sign_in": PUBLIC,
     "accounts.sign_in_sent": PUBLIC,

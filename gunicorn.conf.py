@@ -1,0 +1,9 @@
+"""gunicorn's settings for ``wsgi:app``, read from the working directory by default.
+
+The app writes one JSON line per request itself, naming the route rather than the raw path:
+paths carry sign-in tokens and claim codes. So gunicorn's own access log stays off, and should
+an operator turn it on (``--access-logfile``), its lines hold no path or query string either.
+"""
+
+accesslog = None
+access_log_format = '%(h)s "%(m)s" %(s)s %(b)s %(M)sms'
