@@ -14,7 +14,16 @@ from click._termui_impl import ProgressBar
 from flask.cli import with_appcontext
 
 from db import Actor, get_database
-from distribution import activation, claims, fulfilment, label_runs, stock, webauthn
+from distribution import (
+    activation,
+    claims,
+    fulfilment,
+    label_runs,
+    personal_data,
+    reports,
+    stock,
+    webauthn,
+)
 from distribution.addresses import InvalidAddress, validate_address
 from distribution.labels import LAYOUTS, LabelSettings, Layout
 from distribution.models import ClaimStatus
@@ -128,9 +137,11 @@ def receive_command(sku: str, quantity: int, reference: str, note: str, as_json:
 @_JSON
 @with_appcontext
 def report_command(as_json: bool) -> None:
-    """Keys on hand, reserved, allocated and available, per model and in total."""
+    """Keys on hand, reserved, allocated and available, per model and in total; where the
+    others went; and the checks that the ledger agrees with the balances, codes and parcels."""
     with get_database().transaction() as session:
         figures = stock.stock_figures(session=session)
+        full = reports.stock_report(session=session)
     models = [
         {
             "sku": m.sku,
@@ -149,25 +160,26 @@ def report_command(as_json: bool) -> None:
         "allocated": figures.allocated,
         "available": figures.available,
         "ledger_sum": figures.ledger_sum,
-        "reconciles": figures.reconciles,
+        "figures": {key: values for key, _label, values in full.rows},
+        "checks": [
+            {"check": c.name, "column": c.column, "expected": c.expected, "found": c.found}
+            for c in full.checks
+        ],
+        "reconciles": full.reconciles,
     }
     if as_json:
         click.echo(json.dumps(report))
         return
-    for model in models:
+    click.echo(f"{'':46}" + "".join(f"{sku:>18}" for sku, _name in full.columns))
+    for _key, label, values in full.rows:
+        cells = ("—" if values[sku] is None else f"{values[sku]:,}" for sku, _ in full.columns)
+        click.echo(f"{label:46}" + "".join(f"{cell:>18}" for cell in cells))
+    if full.reconciles:
+        click.echo(f"The figures reconcile: {len(full.checks)} checks agree.")
+    for check in full.failed:
         click.echo(
-            f"{model['sku']:18} on hand {model['on_hand']:6,}  allocated "
-            f"{model['allocated']:6,}  available {model['available']:6,}"
+            f"WARNING: {check.name} ({check.column}): {check.expected:,} against {check.found:,}."
         )
-    click.echo(
-        f"{'total':18} on hand {figures.on_hand:6,}  reserved {figures.reserved:6,}  "
-        f"allocated {figures.allocated:6,}  available {figures.available:6,}"
-    )
-    click.echo(
-        "The figures reconcile with the ledger."
-        if figures.reconciles
-        else "WARNING: the balances do not match the ledger."
-    )
 
 
 @click.group("claims")
@@ -184,6 +196,27 @@ def expire_command(as_json: bool) -> None:
     with get_database().transaction() as session:
         expired = claims.expire_claims(session=session, mailer=get_mailer(), settings=settings)
     _print({"expired": expired}, as_json, f"Expired {expired} code(s).")
+
+
+@claims_cli.command("purge-personal-data")
+@_JSON
+@with_appcontext
+def purge_personal_data_command(as_json: bool) -> None:
+    """Erase the names, phones and addresses of parcels whose claims were activated or ended
+    more than KEYS_PERSONAL_DATA_DAYS ago, and complete erasure requests (safe from cron)."""
+    settings = get_settings()
+    with get_database().transaction() as session:
+        summary = personal_data.purge_personal_data(
+            session=session, settings=settings, actor=Actor.system("retention")
+        )
+    _print(
+        summary.as_dict(),
+        as_json,
+        f"Erased the personal data of {summary.shipments} parcel(s) of {summary.claims} "
+        f"claim(s) settled before {summary.cutoff:%Y-%m-%d %H:%M} UTC, and "
+        f"{summary.label_runs} label PDF(s); {summary.requests_completed} erasure request(s) "
+        "completed.",
+    )
 
 
 def _print(report: Mapping[str, object], as_json: bool, summary: str) -> None:

@@ -154,6 +154,16 @@ def test_stock_receive_and_report(app):
     report = json.loads(runner.invoke(args=["stock", "report", "--json"]).output)
     assert (report["on_hand"], report["available"], report["reconciles"]) == (25, 25, True)
     assert [m["on_hand"] for m in report["models"]] == [0, 25]
+    assert report["figures"]["received"] == {
+        "TITAN-USB-A-NFC": 0,
+        "TITAN-USB-C-NFC": 25,
+        "total": 25,
+    }
+    assert report["figures"]["reserved"]["total"] == 0
+    assert report["checks"] and all(c["expected"] == c["found"] for c in report["checks"])
+    text = runner.invoke(args=["stock", "report"]).output
+    assert "Received" in text and "Written off" in text
+    assert "The figures reconcile" in text
 
 
 def test_claims_expire_is_safe_to_repeat(app):
