@@ -70,6 +70,9 @@ class Settings:
     countries: tuple[str, ...] = DEFAULT_COUNTRIES
     keys_per_maintainer: int = 2
     claim_code_expiry_days: int = 30
+    # Parcels' names, phones and addresses are erased this many days after the claim is
+    # activated or ends (`claims purge-personal-data`).
+    personal_data_days: int = 30
     critical_percent: float = 1.0
     critical_sticky: bool = True
     # Programme staff are emailed once when available keys fall below each of these.
@@ -166,6 +169,10 @@ class Settings:
             raise SettingsError("KEYS_KEYS_PER_MAINTAINER must be between 1 and 10")
         if self.claim_code_expiry_days < 1:
             raise SettingsError("KEYS_CLAIM_CODE_EXPIRY_DAYS must be at least 1")
+        # At least a day: a damaged key is reported after delivery, and its replacement goes
+        # to the same address.
+        if not 1 <= self.personal_data_days <= 3650:
+            raise SettingsError("KEYS_PERSONAL_DATA_DAYS must be between 1 and 3650")
         if not 0 < self.critical_percent <= 100:
             raise SettingsError("KEYS_CRITICAL_PERCENT must be above 0 and at most 100")
         if self.sign_in_link_minutes < 1:
@@ -235,6 +242,7 @@ class Settings:
             claim_code_expiry_days=env.integer(
                 "KEYS_CLAIM_CODE_EXPIRY_DAYS", cls.claim_code_expiry_days
             ),
+            personal_data_days=env.integer("KEYS_PERSONAL_DATA_DAYS", cls.personal_data_days),
             critical_percent=env.number("KEYS_CRITICAL_PERCENT", cls.critical_percent),
             critical_sticky=env.flag("KEYS_CRITICAL_STICKY", cls.critical_sticky),
             low_stock_alerts=env.counts("KEYS_LOW_STOCK_ALERTS", cls.low_stock_alerts),

@@ -217,3 +217,25 @@ class RecoveryCode(SQLModel, table=True):
     code_hash: str = Field(max_length=64, unique=True)
     created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class ErasureRequest(SQLModel, table=True):
+    """A maintainer asked for their personal data to be erased. What can go at once goes at
+    once; while a parcel is in flight the request stays open (programme staff see it) and the
+    purge completes it when the claim ends."""
+
+    __tablename__ = "erasure_request"
+    __table_args__ = (
+        sa.Index(
+            "uq_erasure_request_open_per_maintainer",
+            "maintainer_id",
+            unique=True,
+            sqlite_where=sa.text("completed_at IS NULL"),
+            postgresql_where=sa.text("completed_at IS NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    maintainer_id: int = Field(foreign_key="maintainer.id", index=True)
+    requested_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

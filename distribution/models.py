@@ -235,6 +235,9 @@ class Shipment(SQLModel, table=True):
     # What this parcel holds, {sku: quantity}: the claim's keys, or one key replacing a damaged one.
     items: dict[str, int] = Field(default_factory=dict, sa_type=JSONType, nullable=False)
     purpose: str = Field(default=ShipmentPurpose.FIRST.value, max_length=20)
+    # When the names, phone, address and tracking number were erased under the retention
+    # policy (distribution/personal_data.py); what reports need stays.
+    personal_data_erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class WaitlistEntry(SQLModel, table=True):
@@ -294,6 +297,8 @@ class LabelRun(SQLModel, table=True):
     skipped: list[str] = Field(default_factory=list, sa_type=JSONType, nullable=False)
     error: str = Field(default="", max_length=1000)
     pdf: bytes | None = Field(default=None, sa_type=sa.LargeBinary, nullable=True)
+    # The PDF holds every parcel's address: it goes under the retention policy like they do.
+    pdf_erased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     # Far longer than a chunk of pages takes, even on a busy machine.
     STALE_AFTER: ClassVar[timedelta] = timedelta(minutes=2)

@@ -30,6 +30,7 @@ def test_production_reads_every_value():
             "KEYS_SMTP_STARTTLS": "yes",
             "KEYS_PROXY_HOPS": "1",
             "KEYS_LOW_STOCK_ALERTS": "50, 500,50",
+            "KEYS_PERSONAL_DATA_DAYS": "90",
         }
     )
     assert settings.environment == "production"
@@ -41,6 +42,7 @@ def test_production_reads_every_value():
     assert settings.proxy_hops == 1
     assert settings.ratelimit_storage_url == "redis://127.0.0.1:6379/0"
     assert settings.low_stock_alerts == (500, 50)
+    assert settings.personal_data_days == 90
     assert settings.rp_id == "keys.example.net"
     assert settings.https
 
@@ -52,6 +54,7 @@ def test_defaults_are_the_programme_rules():
     assert settings.keys_per_maintainer == 2
     assert settings.claim_code_expiry_days == 30
     assert settings.critical_percent == 1.0
+    assert settings.personal_data_days == 30
 
 
 @pytest.mark.parametrize(
@@ -110,6 +113,8 @@ def test_secret_is_not_in_the_repr():
         ({"KEYS_PROXY_HOPS": "-1"}, "KEYS_PROXY_HOPS must be between 0"),
         ({"KEYS_PROXY_HOPS": "one"}, "KEYS_PROXY_HOPS must be a whole number"),
         ({"KEYS_LOW_STOCK_ALERTS": "400,-1"}, "KEYS_LOW_STOCK_ALERTS must be positive"),
+        ({"KEYS_PERSONAL_DATA_DAYS": "0"}, "KEYS_PERSONAL_DATA_DAYS must be between 1 and"),
+        ({"KEYS_PERSONAL_DATA_DAYS": "a month"}, "KEYS_PERSONAL_DATA_DAYS must be a whole"),
     ],
 )
 def test_malformed_values_are_named(env, message):
