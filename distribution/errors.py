@@ -76,3 +76,8 @@ class InvalidShipping(DistributionError):
 class RunNotFound(DistributionError):
     status_code = 404
     title = "No such label run"
+
+
+class PersonalDataErased(DistributionError):
+    status_code = 410
+    title = "Erased under the retention policy"

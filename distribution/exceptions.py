@@ -135,6 +135,7 @@ def report_damaged(
         raise InvalidShipping(f"Parcel {shipment.reference} held {held}, not {sku}.")
     if _open_request(session, claim):
         raise ClaimLocked("A replacement for this claim is waiting for approval already.")
+    _refuse_erased(shipment)
     return _record(
         session,
         actor,
@@ -159,6 +160,7 @@ def approve_replacement(
     """Programme staff approve a replacement: new stock is allocated and a new parcel joins the
     queue, to the same address."""
     exception, claim, lost = _requested(session, exception_id)
+    _refuse_erased(lost)
     items = replacement_items(exception, lost)
     try:
         stock.allocate(session=session, items=items, reserved=0)
@@ -258,6 +260,16 @@ def _shipped_parcel(session: Session, reference: str) -> tuple[Claim, Shipment]:
             "on its way can come back or be lost."
         )
     return claim, shipment
+
+
+def _refuse_erased(shipment: Shipment) -> None:
+    """A replacement goes to the parcel's address; once erased, there is none to copy."""
+    if shipment.personal_data_erased_at is not None:
+        raise ClaimLocked(
+            f"The address of parcel {shipment.reference} was erased on "
+            f"{shipment.personal_data_erased_at:%-d %B %Y} under the retention policy, so no "
+            "replacement can be sent to it."
+        )
 
 
 def _open_request(session: Session, claim: Claim) -> ParcelException | None:

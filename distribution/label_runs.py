@@ -21,10 +21,10 @@ from sqlmodel import Session, col, select
 
 from db import Actor, ActorKind, Database, record_event, utcnow
 from distribution.claims import transition_claim
-from distribution.errors import ClaimLocked, RunNotFound
-from distribution.fulfilment import QueuedParcel, parcels_of_claims
+from distribution.errors import ClaimLocked, PersonalDataErased, RunNotFound
+from distribution.fulfilment import QueuedParcel, current_shipments, parcels_of_claims
 from distribution.labels import LabelSettings, Layout, page_count, render_run
-from distribution.models import Claim, ClaimStatus, LabelRun, LabelRunStatus
+from distribution.models import Claim, ClaimStatus, LabelRun, LabelRunStatus, Shipment
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ def start_run(
     wanted = sorted(set(claim_ids))
     if not wanted:
         raise ClaimLocked("Select at least one parcel.")
+    _refuse_erased(session, wanted)
     now = utcnow()
     run = LabelRun(
         reprint=reprint,
@@ -90,6 +91,22 @@ def start_run(
         details={"parcels": len(wanted), "layout": layout, "reprint": reprint},
     )
     return run
+
+
+def _refuse_erased(session: Session, claim_ids: list[int]) -> None:
+    """A parcel whose address went under the retention policy has nothing left to print."""
+    erased = session.exec(
+        select(Shipment).where(
+            col(Shipment.claim_id).in_(claim_ids),
+            col(Shipment.id).in_(current_shipments()),
+            col(Shipment.personal_data_erased_at).is_not(None),
+        )
+    ).first()
+    if erased is not None and erased.personal_data_erased_at is not None:
+        raise ClaimLocked(
+            f"Parcel {erased.reference} cannot be printed: its address was erased on "
+            f"{erased.personal_data_erased_at:%-d %B %Y} under the retention policy."
+        )
 
 
 def _take_claims(session: Session, run: LabelRun, now: datetime) -> int:
@@ -145,6 +162,11 @@ def run_pdf(*, session: Session, actor: Actor, run_id: int) -> tuple[LabelRun, b
     """The finished PDF of a run. Each download is audited: it holds addresses, and a second
     download is a second set of labels."""
     run = get_run(session=session, run_id=run_id).run
+    if run.pdf_erased_at is not None:
+        raise PersonalDataErased(
+            f"This run's PDF was erased on {run.pdf_erased_at:%-d %B %Y} under the retention "
+            "policy: its labels held addresses. Print a label that is still needed again."
+        )
     if run.status != LabelRunStatus.DONE or run.pdf is None:
         raise RunNotFound("This run has no PDF: it is still rendering or it failed.")
     record_event(
