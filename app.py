@@ -51,6 +51,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from accounts.key_views import bp as staff_keys_bp
     from accounts.views import bp as accounts_bp
     from distribution.activation_views import bp as activation_bp
+    from distribution.personal_data_views import bp as personal_data_bp
     from distribution.report_views import bp as reports_bp
     from distribution.views import bp as distribution_bp
     from eligibility.views import bp as eligibility_bp
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(distribution_bp)
     app.register_blueprint(activation_bp)
     app.register_blueprint(reports_bp)
+    app.register_blueprint(personal_data_bp)
     app.register_blueprint(staff_keys_bp)
     app.register_blueprint(health_bp)
 

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from flask_wtf import FlaskForm
 from wtforms import (
+    BooleanField,
     Field,
     HiddenField,
     IntegerField,
@@ -294,4 +295,14 @@ class DeliveriesForm(FlaskForm):
             DataRequired("Paste the delivery events."),
             Length(max=500_000, message="At most 500,000 characters."),
         ],
+    )
+
+
+class ErasureForm(FlaskForm):
+    """A maintainer asks for their personal data to be erased: a deliberate, confirmed step."""
+
+    confirm = BooleanField(
+        "I understand that my names, phone numbers and addresses are erased and cannot be "
+        "brought back",
+        validators=[DataRequired("Tick the box to confirm that you want them erased.")],
     )
