@@ -213,7 +213,9 @@ STOCK_ROWS = (
 )
 
 
-def stock_report(*, session: Session, now: datetime | None = None) -> StockReport:
+def stock_report(
+    *, session: Session, now: datetime | None = None, claims: list[ClaimFacts] | None = None
+) -> StockReport:
     """Keys per model and in total, from receipt to activation, with the checks that prove
     the ledger, the balances, the codes and the parcels agree."""
     balances = stock_figures(session=session)
@@ -230,7 +232,7 @@ def stock_report(*, session: Session, now: datetime | None = None) -> StockRepor
         Counter[str]() for _ in range(7)
     )
     reserved_by_codes = 0
-    for claim in all_claims(session=session):
+    for claim in all_claims(session=session) if claims is None else claims:
         if claim.status == ClaimStatus.ISSUED:
             reserved_by_codes += claim.keys_reserved
         if claim.status in _HOLDING_KEYS and claim.current:
@@ -366,10 +368,12 @@ class ProgrammeReport:
     taken_at: datetime
 
 
-def programme_report(*, session: Session, now: datetime | None = None) -> ProgrammeReport:
+def programme_report(
+    *, session: Session, now: datetime | None = None, claims: list[ClaimFacts] | None = None
+) -> ProgrammeReport:
     """The funnel from eligible maintainer to activated keys, by country and in time."""
     now = now or utcnow()
-    claims = all_claims(session=session)
+    claims = all_claims(session=session) if claims is None else claims
     shipped = [c for c in claims if c.shipped]
     counts = [
         ("Eligible maintainers", eligible_maintainers(session=session)),

@@ -11,7 +11,13 @@ from sqlmodel import Session
 from db import utcnow
 from distribution import charts
 from distribution.burn_down import BurnDown, burn_down
-from distribution.reports import ProgrammeReport, StockReport, programme_report, stock_report
+from distribution.reports import (
+    ProgrammeReport,
+    StockReport,
+    all_claims,
+    programme_report,
+    stock_report,
+)
 from settings import Settings
 
 
@@ -35,9 +41,10 @@ def staff_report(
     *, session: Session, settings: Settings, now: datetime | None = None
 ) -> StaffReport:
     now = now or utcnow()
+    claims = all_claims(session=session)
     return StaffReport(
-        stock=stock_report(session=session, now=now),
-        programme=programme_report(session=session, now=now),
+        stock=stock_report(session=session, now=now, claims=claims),
+        programme=programme_report(session=session, now=now, claims=claims),
         burn_down=burn_down(session=session, settings=settings, now=now),
     )
 

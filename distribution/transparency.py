@@ -67,11 +67,12 @@ def transparency(*, session: Session, now: datetime | None = None) -> Transparen
     """Aggregates anyone may see: no person can be singled out, so a country with fewer than
     ``MIN_PUBLIC_BUCKET`` recipients is folded into "Other countries" (with the next smallest
     until that bucket is big enough too)."""
-    report = stock_report(session=session, now=now)
+    claims = all_claims(session=session)
+    report = stock_report(session=session, now=now, claims=claims)
     recipients: Counter[str] = Counter()
     shipped: Counter[str] = Counter()
     activated: Counter[str] = Counter()
-    for claim in all_claims(session=session):
+    for claim in claims:
         reached = [p for p in claim.shipped if p.exception != ExceptionKind.RETURNED]
         if not reached:
             continue
