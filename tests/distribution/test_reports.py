@@ -8,10 +8,13 @@ from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from db import utcnow
 from distribution import claims, exceptions, fulfilment, reports, transparency
 from distribution.models import ClaimStatus, MovementKind, Shipment, StockMovement
+from eligibility.countries import country_name
 from mail import OutboxMailer
 from tests.factories import (
     ACTOR,
@@ -215,3 +218,23 @@ def test_small_countries_are_folded_until_other_is_big_enough_too():
         "United States",
         "Japan",
     ]
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["AT", "BE", "CA", "FR", "DE", "IT", "JP", "ES", "CH", "GB", "US"]),
+        st.integers(min_value=1, max_value=40),
+    )
+)
+def test_no_public_bucket_is_under_five_once_five_people_got_keys(per_country):
+    recipients = Counter(per_country)
+    buckets = transparency._public_countries(recipients, recipients, Counter())
+    assert sum(b.recipients for b in buckets) == sum(recipients.values())
+    if sum(recipients.values()) >= transparency.MIN_PUBLIC_BUCKET:
+        assert all(b.recipients >= transparency.MIN_PUBLIC_BUCKET for b in buckets)
+    shown = {b.name for b in buckets} - {"Other countries"}
+    assert all(
+        recipients[code] >= transparency.MIN_PUBLIC_BUCKET
+        for code in recipients
+        if country_name(code) in shown
+    )
