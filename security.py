@@ -7,7 +7,9 @@ walks ``app.url_map`` so that no route can forget to.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping
 from functools import wraps
 from typing import Any, TypeVar, cast
 
@@ -17,6 +19,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.routing import IntegerConverter, Map
 
 from accounts.models import Maintainer, Staff, StaffRole
 from accounts.services import load_user, normalize_email, roles_of
@@ -51,8 +54,77 @@ CONTENT_SECURITY_POLICY = "; ".join(
 
 
 def email_rate_key() -> str:
-    """Rate-limit key for forms that name an email address: the address, normalised."""
-    return "email:" + normalize_email(request.form.get("email", ""))[:320]
+    """Rate-limit key for forms that name an email address: a digest of the address,
+    normalised, since the key is kept in Redis and logged when the limit is reached."""
+    address = normalize_email(request.form.get("email", ""))[:320]
+    return "email:" + hashlib.sha256(address.encode()).hexdigest()
+
+
+# --- input no database can hold ------------------------------------------------------------
+
+# The largest row id (PostgreSQL's ``integer``). A larger id in a URL names no row; left to the
+# database, it would overflow the query's parameter (PostgreSQL, and SQLite past 2**63).
+MAX_ROW_ID = 2**31 - 1
+
+
+class RowIdConverter(IntegerConverter):
+    """``<int:…>`` in every route: an id past ``MAX_ROW_ID`` is not found (404)."""
+
+    def __init__(
+        self,
+        map: Map,
+        fixed_digits: int = 0,
+        min: int | None = None,
+        max: int | None = MAX_ROW_ID,
+        signed: bool = False,
+    ) -> None:
+        super().__init__(map, fixed_digits, min, max, signed)
+
+
+# NUL, which PostgreSQL refuses in text, and lone surrogates (from JSON's "\ud800" escapes),
+# which no database driver can encode. No form or key ever sends either.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_TEXT = (
+    "The request holds a character that no form or key sends (a NUL byte or half of a "
+    "surrogate pair), so nothing was done. Remove it and try again."
+)
+TOO_DEEP = "The JSON is nested too deeply to read. Send the object the page's script sends."
+
+
+def holds_unstorable_text(values: Iterable[object]) -> bool:
+    """Whether a string in ``values`` (or in their lists and objects) holds a NUL or a lone
+    surrogate. Walked without recursion: JSON nests as deeply as its parser allows."""
+    pending = list(values)
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str):
+            if _UNSTORABLE.search(value):
+                return True
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    return False
+
+
+def _refuse_unstorable_input() -> None:
+    """Refuse, before any view or rate-limit key reads it, text that cannot be stored or
+    looked up: a 400 with a reason instead of a database error (a 500) half-way through."""
+    values: list[object] = [*(request.view_args or {}).values()]
+    for multi in (request.args, request.form):
+        for name, items in multi.lists():
+            values += [name, *items]
+    values += [
+        upload.filename or "" for _name, uploads in request.files.lists() for upload in uploads
+    ]
+    if request.is_json:
+        try:
+            values.append(request.get_json(silent=True))
+        except RecursionError:
+            abort(400, TOO_DEEP)
+    if holds_unstorable_text(values):
+        abort(400, UNSTORABLE_TEXT)
 
 
 def init_app(app: Flask, settings: Settings) -> None:
@@ -75,6 +147,11 @@ def init_app(app: Flask, settings: Settings) -> None:
         view = app.view_functions.get(request.endpoint or "")
         if getattr(view, "accepts_large_upload", False):
             request.max_content_length = settings.max_upload_bytes
+
+    # Before CSRF protection and rate limits, which read the form and the JSON too.
+    app.before_request(_refuse_unstorable_input)
+    # Before the blueprints add their routes: their converters are made as each rule is added.
+    app.url_map.converters["int"] = RowIdConverter
 
     login_manager.init_app(app)
     login_manager.session_protection = "basic"
