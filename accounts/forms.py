@@ -19,6 +19,7 @@ from wtforms.widgets import CheckboxInput, HiddenInput, ListWidget
 
 from accounts.models import StaffRole
 from db import ActorKind
+from security import MAX_ROW_ID
 
 _EMAIL = [
     DataRequired("Enter your email address."),
@@ -109,4 +110,15 @@ class AuditFilterForm(FlaskForm):
     subject_id = StringField("Subject id", validators=[Optional(), Length(max=100)])
     since = DateField("From (UTC)", validators=[Optional()])
     until = DateField("Until (UTC, inclusive)", validators=[Optional()])
-    before = IntegerField(widget=HiddenInput(), validators=[Optional(), NumberRange(min=1)])
+    # Bounded like a row id: a larger number names no event and would overflow the query.
+    before = IntegerField(
+        widget=HiddenInput(),
+        validators=[
+            Optional(),
+            NumberRange(
+                min=1,
+                max=MAX_ROW_ID,
+                message="There is no such page of the log. Start again from the newest events.",
+            ),
+        ],
+    )

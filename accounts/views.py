@@ -257,10 +257,14 @@ def audit_log() -> ResponseReturnValue:
 
 
 def _start_of(day: date | None, days: int = 0) -> datetime | None:
-    """Midnight UTC at the start of ``day`` (plus ``days``), for inclusive date filters."""
+    """Midnight UTC at the start of ``day`` (plus ``days``), for inclusive date filters; no
+    bound past the calendar's end (the day after 9999-12-31 is not a date)."""
     if day is None:
         return None
-    return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=days)
+    try:
+        return datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=days)
+    except OverflowError:
+        return None
 
 
 # --- development outbox -----------------------------------------------------------------------

@@ -246,6 +246,18 @@ def test_the_audit_log_shows_and_filters_events(client, session, mailbox):
     assert bad.status_code == 400 and "Not a valid date value" in text(bad)
 
 
+def test_the_audit_log_takes_dates_and_pages_at_the_ends_of_the_range(client, session):
+    sign_in_as(client, make_staff(session, roles=[StaffRole.VIEWER]))
+
+    # The day after 9999-12-31 is not a date; the number is past any event's id.
+    until_the_end = client.get("/staff/audit?since=0001-01-01&until=9999-12-31")
+    past_every_id = client.get("/staff/audit?before=99999999999999999999")
+
+    assert until_the_end.status_code == 200 and "staff.created" in text(until_the_end)
+    assert past_every_id.status_code == 400
+    assert "There is no such page of the log" in text(past_every_id)
+
+
 def test_the_development_outbox_is_closed_in_production(client):
     assert client.get("/dev/outbox").status_code == 404
 
