@@ -392,4 +392,7 @@ def apply_deliveries(*, session: Session, actor: Actor, text: str) -> list[Deliv
 
 def _moment(text: str) -> datetime:
     moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError as error:  # 0001-01-01 east of UTC, 9999-12-31 west of it
+        raise ValueError("beyond the calendar in UTC") from error

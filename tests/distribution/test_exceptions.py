@@ -352,6 +352,22 @@ def test_a_delivery_file_records_its_good_lines_and_explains_the_rest(session, s
     assert [step.state for step in timeline][-2:] == ["done", "current"]
 
 
+def test_a_delivery_time_beyond_the_calendar_in_utc_is_a_bad_line(session, settings, stocked):
+    _a, parcel = shipped_parcel(session, settings, items={USB_A: 1})
+    text = (
+        f"{parcel.reference},0001-01-01T00:00+01:00\n{parcel.reference}X,9999-12-31T23:59-01:00\n"
+    )
+
+    preview = fulfilment.read_deliveries(session=session, text=text)
+    fulfilment.apply_deliveries(session=session, actor=ACTOR, text=text)
+
+    assert [line.problem for line in preview] == [
+        "'0001-01-01T00:00+01:00' is not a date such as 2026-11-21 or 2026-11-21T14:05",
+        "'9999-12-31T23:59-01:00' is not a date such as 2026-11-21 or 2026-11-21T14:05",
+    ]
+    assert status(session, parcel.claim_id) == "shipped"
+
+
 def test_every_exception_is_on_the_maintainers_claim(client, session, settings, stocked):
     from tests.factories import sign_in_as
 
