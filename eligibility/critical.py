@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from db import Actor, record_event, utcnow
-from eligibility.downloads import Progress, rank_projects, read_download_file
+from eligibility.downloads import MAX_RANK, Progress, rank_projects, read_download_file
 from eligibility.errors import CriticalListNotFound, ImportRejected, InvalidProjectName
 from eligibility.models import CriticalChange, CriticalEntry, CriticalList, Project, ProjectRanking
 from eligibility.names import is_valid_project_name, normalize_project_name
@@ -79,6 +79,8 @@ def import_download_statistics(
             "(--total-projects N), because the file lists only the top of the ranking"
         )
     total = total_projects if total_projects is not None else len(table.values)
+    if total > MAX_RANK:
+        raise ImportRejected(f"the total number of projects cannot be more than {MAX_RANK:,}")
     if total < len(table.values):
         raise ImportRejected(
             f"the total number of projects ({total:,}) is smaller than the number of "

@@ -49,6 +49,10 @@ Progress = Callable[[int], None]
 
 SourceFormat = Literal["csv-counts", "json-counts", "csv-ranks"]
 
+# The largest numbers the tables keep: download counts are BIGINT, ranks and totals INTEGER.
+MAX_DOWNLOADS = 2**63 - 1
+MAX_RANK = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class DownloadTable:
@@ -95,7 +99,21 @@ def read_download_file(stream: IO[bytes], *, on_progress: Progress | None = None
             values, rows, source_format = _read_csv(buffered)
     if not values:
         raise ImportRejected("the file holds no projects")
+    _check_fits(values, ranks=source_format == "csv-ranks")
     return DownloadTable(source_format, values, source.digest.hexdigest(), rows)
+
+
+def _check_fits(values: dict[str, int], *, ranks: bool) -> None:
+    """Every count (summed over a name listed twice) and rank fits the column that keeps it.
+    The number itself is not shown: it may have thousands of digits."""
+    name, largest = max(values.items(), key=_SECOND)
+    limit, what, why = (
+        (MAX_RANK, "rank", "no ranking is that long")
+        if ranks
+        else (MAX_DOWNLOADS, "download count", "no project has that many")
+    )
+    if largest > limit:
+        raise ImportRejected(f"{name!r} has a {what} larger than {limit:,}: {why}")
 
 
 def critical_count(total_projects: int, percent: float) -> int:

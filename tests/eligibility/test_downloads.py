@@ -147,6 +147,11 @@ def test_the_same_content_has_the_same_fingerprint():
         (b'{"rows": [{"download_count": 1}]}', "row 1: the project name is missing"),
         (b'{"rows": [{"project": "a b", "download_count": 1}]}', "row 1: 'a b' is not"),
         (b'{"rows": [7]}', "row 1: each row must be an object"),
+        # Larger than the columns that keep them (BIGINT counts, INTEGER ranks): were 500s.
+        (b"project,downloads\nx,9223372036854775808\n", "'x' has a download count larger"),
+        (b"project,downloads\nx,9223372036854775807\nX,1\n", "'x' has a download count"),
+        (b'{"rows": [{"project": "x", "download_count": 1e400}]}', "no project has that many"),
+        (b"rank,project\n2147483648,x\n", "'x' has a rank larger than 2,147,483,647"),
     ],
 )
 def test_a_malformed_file_is_rejected_whole_with_its_line(content, message):

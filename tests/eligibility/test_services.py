@@ -87,6 +87,8 @@ def test_a_ranking_needs_the_total_number_of_projects(session):
     assert summary.critical_list.cutoff_downloads is None
     with pytest.raises(ImportRejected, match="smaller than the number of projects"):
         import_statistics(session, "project,downloads\na,1\nb,2\n", total=1)
+    with pytest.raises(ImportRejected, match="cannot be more than 2,147,483,647"):
+        import_statistics(session, "rank,project\n1,a\n", total=2**31)  # was a 500
 
 
 def test_a_rejected_file_writes_nothing(session):
