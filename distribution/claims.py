@@ -219,6 +219,8 @@ def redeem_claim(
         claim = session.get(Claim, earlier.claim_id)
         if claim is not None and claim.maintainer_id == maintainer.id:
             return earlier  # the same form sent twice: one shipment
+        # Another account's form (its key copied): refused, not a clash of unique keys.
+        raise InvalidChoice("This form was sent already. Reload the page, then send it.")
     claim = find_claim_by_code(session=session, maintainer=maintainer, code=code)
     chosen = {sku: n for sku, n in items.items() if n}
     total = sum(chosen.values())

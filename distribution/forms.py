@@ -91,7 +91,14 @@ class RedemptionForm(ShippingForm):
         "Claim code",
         validators=[DataRequired("Enter the claim code from your email."), Length(max=60)],
     )
-    idempotency_key = HiddenField()
+    # Made by the page (32 characters); the column keeps 64.
+    idempotency_key = HiddenField(
+        validators=[
+            Length(
+                max=64, message="The form was changed on its way. Reload the page, then send it."
+            )
+        ]
+    )
 
     def quantities(self) -> dict[str, int]:
         return {

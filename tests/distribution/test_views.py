@@ -103,6 +103,25 @@ def test_a_double_submit_makes_one_shipment(client, session, maintainer, mailbox
     assert len(session.exec(select(Shipment)).all()) == 1
 
 
+def test_a_tampered_or_copied_idempotency_key_is_refused_with_a_reason(
+    client, session, maintainer, mailbox
+):
+    sign_in_as(client, maintainer)
+    code = get_code(client)
+    assert redeem(client, code).status_code == 302
+    other = make_owner(session, "famous", country="DE")
+    sign_in_as(client, other)
+    other_code = get_code(client)
+
+    # Past the column's 64 characters, then Ada's own key: both were 500s.
+    too_long = redeem(client, other_code, idempotency_key="k" * 65)
+    copied = redeem(client, other_code, idempotency_key="k-" + code[:8])
+
+    assert too_long.status_code == 400 and "The form was changed on its way" in text(too_long)
+    assert copied.status_code == 400 and "This form was sent already" in text(copied)
+    assert len(session.exec(select(Shipment)).all()) == 1
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
