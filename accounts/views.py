@@ -46,12 +46,21 @@ from settings import get_settings
 bp = Blueprint("accounts", __name__)
 
 _LINK_PROBLEMS = (SignInLinkInvalid, SignInLinkExpired, SignInLinkUsed)
+_NEXT_LENGTH = 1000
 
 
 def _safe_next(default: str) -> str:
     """Where to go after signing in: only a path on this site, never another origin."""
     target = request.args.get("next", "")
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    if (
+        target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        # No CR or LF (a Location header cannot hold them) and no tab, which browsers drop:
+        # "/<tab>/evil.example" would become "//evil.example", another site.
+        and target.isprintable()
+        and len(target) <= _NEXT_LENGTH  # it waits in the session cookie for the key
+    ):
         return target
     return default
 

@@ -115,6 +115,22 @@ def test_later_sign_ins_need_the_key_or_a_recovery_code(client, session, staff, 
     assert "security_key.counter_regression" in actions and "staff.recovery_code_used" in actions
 
 
+@pytest.mark.parametrize(
+    "target",
+    ["/staff/%0d%0aSet-Cookie:%20x=1", "/%09/evil.example", "/%E2%80%AE", "/" + "a" * 1000],
+)
+def test_a_next_page_that_is_not_a_plain_path_here_is_ignored(client, staff, key, target):
+    # CR/LF made the redirect after the key a 500; a tab made it "//evil.example", another site.
+    password(client)
+    enrol(client, key)
+    client.post("/sign-out", data={"csrf_token": csrf_token(client, "/staff/")})
+
+    password(client, path=f"/staff/sign-in?next={target}")
+    signed_in = present(client, key)
+
+    assert signed_in.status_code == 200 and signed_in.get_json()["next"] == "/staff/"
+
+
 def test_the_last_key_cannot_be_removed(client, session, staff, key):
     password(client)
     enrol(client, key)
