@@ -2,12 +2,13 @@
 
 Running it twice changes nothing: every person, role and stock batch is looked up before it is
 added. It refuses to run outside development or demo mode, because its staff share a password
-printed in the README.
+printed in the README. ``--scale N`` adds a large synthetic programme on top (``demo_scale``).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import click
 from flask.cli import with_appcontext
 from sqlmodel import Session
 
+import demo_scale
 from accounts import services as accounts
 from accounts.models import StaffRole
 from db import Actor, get_database
@@ -170,9 +172,15 @@ def _seed_parcel(
 
 
 @click.command("seed")
+@click.option(
+    "--scale",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Also add N synthetic claims in every state, with their history (load work).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @with_appcontext
-def seed_command(as_json: bool) -> None:
+def seed_command(scale: int, as_json: bool) -> None:
     """Load the demo data (idempotent; development or demo mode only)."""
     settings = get_settings()
     if not (settings.development or settings.demo_mode):
@@ -181,10 +189,21 @@ def seed_command(as_json: bool) -> None:
             "KEYS_ENV=development or KEYS_DEMO_MODE=1."
         )
     data = json.loads((SEED_DATA / "demo.json").read_text(encoding="utf-8"))
+    scaled, seconds = None, 0.0
     with get_database().transaction() as session:
         report = seed_demo(session=session, settings=settings, data=data)
+        if scale:
+            started = time.perf_counter()
+            try:
+                scaled = demo_scale.seed_scale(session=session, settings=settings, count=scale)
+            except ValueError as problem:
+                raise click.ClickException(str(problem)) from None
+            seconds = round(time.perf_counter() - started, 1)
     if as_json:
-        click.echo(json.dumps(report.__dict__))
+        document: dict[str, Any] = dict(report.__dict__)
+        if scaled is not None:
+            document["scale"] = {**scaled.as_dict(), "seconds": seconds}
+        click.echo(json.dumps(document))
         return
     click.echo(
         f"Demo data: {report.maintainers_added} maintainers, {report.roles_added} roles, "
@@ -192,3 +211,10 @@ def seed_command(as_json: bool) -> None:
         f"{report.parcels_added} parcels added; "
         f"critical list {'recorded' if report.critical_list_recorded else 'unchanged'}."
     )
+    if scaled is not None:
+        click.echo(
+            f"Scale: {scaled.claims_added} synthetic claims, "
+            f"{scaled.keys_received} keys in {scaled.batches_received} batches, "
+            f"{scaled.audit_events_added} audit events and {scaled.appeals_added} appeals "
+            f"added (history from {scaled.history_from}) in {seconds} s."
+        )
