@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 import db
+import logs
 import mail
 import security
 from accounts.models import StaffRole
@@ -30,7 +31,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         except SettingsError as error:
             sys.exit(f"Security Key Giveaway cannot start: {error}")
 
-    app = Flask(__name__, instance_path=str(settings.instance_path))
+    app = logs.App(__name__, instance_path=str(settings.instance_path))
+    logs.init_app(app)  # first: it times the whole request and logs it after the others
     app.extensions["keys_settings"] = settings
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,

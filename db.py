@@ -31,6 +31,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 from sqlmodel import Field, Session, SQLModel, col
 
+import logs
+
 # Constraint names that Alembic and every database agree on.
 SQLModel.metadata.naming_convention = {
     "ix": "ix_%(column_0_label)s",
@@ -282,7 +284,33 @@ def record_event(
         details=details or {},
     )
     session.add(audit_event)
+    # Logged once the change is committed (a rolled-back change did not happen), without the
+    # details: they may hold addresses.
+    session.info.setdefault(_STATE_CHANGE_LINES, []).append(
+        {
+            "action": action,
+            "subject_kind": subject_kind,
+            "subject_id": audit_event.subject_id,
+            "actor_kind": actor.kind.value,
+            "actor_id": actor.id,
+            "request_id": logs.current_request_id(),
+        }
+    )
     return audit_event
+
+
+_STATE_CHANGE_LINES = "keys_state_change_lines"
+
+
+@event.listens_for(Session, "after_commit")
+def _log_state_changes(session: Session) -> None:
+    for fields in session.info.pop(_STATE_CHANGE_LINES, []):
+        logs.write(logs.state_change_log, "state_change", **fields)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_state_changes(session: Session) -> None:
+    session.info.pop(_STATE_CHANGE_LINES, None)
 
 
 @dataclass(frozen=True)
