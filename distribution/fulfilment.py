@@ -290,8 +290,12 @@ class DeliveryLine:
 
 
 def _csv_rows(text: str, header: list[str]) -> list[tuple[int, list[str]]]:
-    """Numbered non-blank rows of a CSV, its header (if it has one) left out."""
-    rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"))))
+    """Numbered non-blank rows of a CSV, its header (if it has one) left out. Lines may end in
+    CR, LF or both, as the csv module reads them with ``newline=""``."""
+    try:
+        rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff"), newline="")))
+    except csv.Error as error:  # a cell past the csv module's field limit, say
+        raise InvalidShipping(f"The text could not be read as CSV: {error}.") from None
     first = 1
     if rows and [cell.strip().lower() for cell in rows[0]] == header:
         rows, first = rows[1:], 2

@@ -99,3 +99,19 @@ def test_a_manifest_ships_its_good_lines_and_explains_the_rest(session, settings
     assert session.get(Claim, parcels[0].claim_id).status == "shipped"
     assert session.get(Claim, parcels[1].claim_id).status == "redeemed"
     assert "claim.shipped" in [e.action for e in session.exec(select(AuditEvent)).all()]
+
+
+def test_a_manifest_with_cr_line_ends_or_an_endless_cell_is_read_or_refused(
+    session, settings, parcels
+):
+    # Both were 500s: the csv module refused a lone CR, and a cell past its field limit.
+    print_labels(session, settings, [parcels[0].claim_id])
+    text = f"reference,carrier,tracking_number\r{parcels[0].reference},UPS,1Z999AA10123456784\r"
+
+    preview = fulfilment.read_manifest(session=session, text=text)
+    with pytest.raises(InvalidShipping, match="could not be read as CSV"):
+        fulfilment.read_deliveries(session=session, text="SKX," + "9" * 200_000)
+
+    assert [(line.line, line.reference, line.problem) for line in preview] == [
+        (2, parcels[0].reference, "")
+    ]
