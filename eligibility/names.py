@@ -14,6 +14,8 @@ _SEPARATORS = re.compile(r"[-_.]+")
 # For bulk work: a chunk of names joined by newlines is valid when it holds only name
 # characters and, once separators are folded to "-", no name is empty or starts or ends with one.
 _NAME_CHARACTERS = re.compile(r"[A-Za-z0-9._\n-]*")
+# The columns keep 200 characters; PyPI's longest names are far shorter.
+MAX_NAME_LENGTH = 200
 
 
 def normalize_project_name(name: str) -> str:
@@ -22,7 +24,8 @@ def normalize_project_name(name: str) -> str:
 
 
 def is_valid_project_name(name: str) -> bool:
-    return _ONE_NAME.fullmatch(name.strip()) is not None
+    name = name.strip()
+    return len(name) <= MAX_NAME_LENGTH and _ONE_NAME.fullmatch(name) is not None
 
 
 def normalize_names(names: Iterable[str], first: int, unit: str = "line") -> list[str]:
@@ -38,14 +41,16 @@ def normalize_names(names: Iterable[str], first: int, unit: str = "line") -> lis
         joined.count("\n") != len(stripped) - 1
         or not _NAME_CHARACTERS.fullmatch(joined)
         or _has_bad_edge(folded)
+        or max(map(len, stripped), default=0) > MAX_NAME_LENGTH
     ):
         for index, name in enumerate(stripped):
-            if not _ONE_NAME.fullmatch(name):
-                reason = (
-                    "the project name is missing"
-                    if not name
-                    else f"{name[:80]!r} is not a valid project name"
-                )
+            if not is_valid_project_name(name):
+                if not name:
+                    reason = "the project name is missing"
+                elif len(name) > MAX_NAME_LENGTH:
+                    reason = f"{name[:40]!r}… is longer than {MAX_NAME_LENGTH} characters"
+                else:
+                    reason = f"{name[:80]!r} is not a valid project name"
                 raise ImportRejected(reason, where=f"{unit} {first + index}")
     return folded.split("\n")
 

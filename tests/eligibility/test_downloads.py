@@ -152,6 +152,8 @@ def test_the_same_content_has_the_same_fingerprint():
         (b"project,downloads\nx,9223372036854775807\nX,1\n", "'x' has a download count"),
         (b'{"rows": [{"project": "x", "download_count": 1e400}]}', "no project has that many"),
         (b"rank,project\n2147483648,x\n", "'x' has a rank larger than 2,147,483,647"),
+        (b"project,downloads\nx,1\n" + b"a" * 201 + b",2\n", f"line 3: '{'a' * 40}'… is longer"),
+        (b'{"rows": [{"project": "' + b"a" * 201 + b'", "download_count": 1}]}', "longer than 200"),
     ],
 )
 def test_a_malformed_file_is_rejected_whole_with_its_line(content, message):
