@@ -228,8 +228,12 @@ def redeem_claim(
         raise InvalidChoice(f"Choose between 1 and {claim.keys_reserved} keys in all.")
     for sku in chosen:
         stock.get_key_model(session=session, sku=sku)
-    stock.allocate(session=session, items=chosen, reserved=claim.keys_reserved)
-    transition_claim(session, claim, ClaimStatus.REDEEMED, actor=actor)
+    # The code is spent before keys are allocated, and a refusal undoes both: of two requests
+    # redeeming one code at once (a double click reaching two servers), the second stops at
+    # the spent code holding no keys, although its page answers and commits like any form's.
+    with session.begin_nested():
+        transition_claim(session, claim, ClaimStatus.REDEEMED, actor=actor)
+        stock.allocate(session=session, items=chosen, reserved=claim.keys_reserved)
     claim.redeemed_at = utcnow()
     claim.keys_reserved = 0
     for sku, quantity in sorted(chosen.items()):

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlmodel import select
+import sqlalchemy as sa
+from sqlmodel import col, select
 
 from accounts.services import actor_for
 from distribution import claims, codes, stock
@@ -175,6 +176,24 @@ def test_a_double_submitted_redemption_makes_one_shipment(session, settings, mai
     assert len(session.exec(select(Shipment)).all()) == 1
     with pytest.raises(CodeUsed, match="already used"):
         redeem(session, mailer, settings, maintainer, issued.code, key="another-form")
+
+
+def test_a_redemption_that_finds_its_code_spent_holds_no_keys(session, settings, mailer, programme):
+    """Two requests redeem one code at once (a double click reaching two servers) and the
+    second read the code as unspent before the first committed. Its view answers and commits
+    as for any refused form, so the refusal must leave nothing behind."""
+    maintainer = eligible(session)
+    issued = issue(session, mailer, settings, maintainer)
+    before = stock.stock_figures(session=session)
+    # The first request spends the code; this session still holds the claim as issued.
+    session.execute(
+        sa.update(Claim).where(col(Claim.id) == issued.claim.id).values(status="redeemed"),
+        execution_options={"synchronize_session": False},
+    )
+    with pytest.raises(CodeUsed, match="changed a moment ago"):
+        redeem(session, mailer, settings, maintainer, issued.code, key="second-tab")
+    after = stock.stock_figures(session=session)
+    assert (after.reserved, after.allocated) == (before.reserved, before.allocated) == (2, 0)
 
 
 def test_wrong_expired_and_foreign_codes_get_distinct_messages(
