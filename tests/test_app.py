@@ -142,6 +142,7 @@ def test_an_unreachable_database_gets_a_friendly_503_until_it_is_back(
         assert "cannot reach its database" in text
         assert "Traceback" not in text and "OperationalError" not in text
         assert 'href="/sign-in"' in text  # drawn as for a visitor: nobody could be looked up
+        assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
 
         api = client.get("/api/projects/requests")
         assert api.status_code == 503 and api.headers["Retry-After"] == "30"
