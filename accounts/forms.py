@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
@@ -62,6 +64,21 @@ class RecoveryCodeForm(FlaskForm):
     )
 
 
+_LARGEST_NUMBER = 2**63 - 1
+
+
+class WholeNumberField(IntegerField):
+    """An integer field for the numbers people type here (counts, totals, ids), which never
+    come near 2**63. A longer number is refused as too large: WTForms' NumberRange compares
+    through ``math.isnan``, which overflows on an integer past about 10**308 (a 500)."""
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        super().process_formdata(valuelist)  # raises for what is not an integer at all
+        if valuelist and abs(int(valuelist[0])) > _LARGEST_NUMBER:
+            self.data = None
+            raise ValueError("That number is far too large.")
+
+
 class MultiCheckboxField(SelectMultipleField):
     """Several choices as checkboxes."""
 
@@ -111,7 +128,7 @@ class AuditFilterForm(FlaskForm):
     since = DateField("From (UTC)", validators=[Optional()])
     until = DateField("Until (UTC, inclusive)", validators=[Optional()])
     # Bounded like a row id: a larger number names no event and would overflow the query.
-    before = IntegerField(
+    before = WholeNumberField(
         widget=HiddenInput(),
         validators=[
             Optional(),

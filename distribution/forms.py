@@ -9,7 +9,6 @@ from wtforms import (
     BooleanField,
     Field,
     HiddenField,
-    IntegerField,
     SelectField,
     StringField,
     TelField,
@@ -18,7 +17,7 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
-from accounts.forms import MultiCheckboxField
+from accounts.forms import MultiCheckboxField, WholeNumberField
 from distribution.addresses import AddressField, address_fields
 from distribution.models import KeyModel
 
@@ -125,7 +124,7 @@ def shipping_form_for(
         setattr(
             CountryForm,
             QUANTITY_PREFIX + model.sku,
-            IntegerField(
+            WholeNumberField(
                 model.name,
                 default=0,
                 validators=[
@@ -159,7 +158,7 @@ def _address_field(spec: AddressField) -> Field:
 
 class ReceiveStockForm(FlaskForm):
     sku = SelectField("Model", validators=[DataRequired("Choose a model.")])
-    quantity = IntegerField(
+    quantity = WholeNumberField(
         "Keys in the batch",
         validators=[
             DataRequired("Enter how many keys arrived."),
@@ -174,7 +173,7 @@ class ReceiveStockForm(FlaskForm):
 
 class AdjustStockForm(FlaskForm):
     sku = SelectField("Model", validators=[DataRequired("Choose a model.")])
-    quantity = IntegerField(
+    quantity = WholeNumberField(
         "Change (negative to remove keys)",
         validators=[
             DataRequired("Enter the change, e.g. -2."),

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
-from wtforms import FloatField, IntegerField, RadioField, SelectField, StringField, TextAreaField
+from wtforms import FloatField, RadioField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
+from accounts.forms import WholeNumberField
 from eligibility.countries import all_choices
 
 
@@ -77,7 +78,7 @@ class DownloadsUploadForm(FlaskForm):
         "Statistics file (CSV project,downloads · JSON rows · CSV rank,project)",
         validators=[FileRequired("Choose a file to import.")],
     )
-    total_projects = IntegerField(
+    total_projects = WholeNumberField(
         "Projects on PyPI (needed for a rank,project file)",
         validators=[Optional(), NumberRange(min=1, message="Enter a positive number.")],
     )

@@ -197,6 +197,24 @@ def test_programme_staff_receive_and_adjust_stock(client, session):
     assert stock.stock_figures(session=session).on_hand == 50
 
 
+def test_a_number_past_any_count_is_refused_as_too_large(client, session, maintainer, mailbox):
+    # WTForms' range check overflowed on integers past about 10**308: each form was a 500.
+    huge = "9" * 400
+    sign_in_as(client, maintainer)
+    redemption = redeem(client, get_code(client), **{f"quantity_{A}": huge})
+    sign_in_as(client, make_staff(session, roles=[StaffRole.PROGRAMME]))
+    token = csrf_token(client, "/staff/stock")
+    receipt = client.post(
+        "/staff/stock/receive",
+        data={"sku": A, "quantity": huge, "reference": "DN-901", "csrf_token": token},
+    )
+
+    assert redemption.status_code == 400 and "That number is far too large." in text(redemption)
+    assert receipt.status_code == 400 and "Enter how many keys arrived." in text(receipt)
+    assert session.exec(select(Shipment)).all() == []
+    assert stock.stock_figures(session=session).on_hand == 6
+
+
 def test_shipping_staff_print_labels_and_ship_by_scanning(client, session, maintainer, mailbox):
     from pypdf import PdfReader
 
