@@ -10,6 +10,8 @@ promise, not only ours.
 from __future__ import annotations
 
 import enum
+import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -397,3 +399,60 @@ def upgrade_command(revision: str) -> None:
     """Apply the Alembic migrations to KEYS_DATABASE_URL."""
     upgrade_database(get_database().engine.url.render_as_string(hide_password=False), revision)
     click.echo(f"Database is at migration {revision}.")
+
+
+# --- backups ----------------------------------------------------------------------------------
+
+POSTGRESQL_BACKUP_RECIPE = (
+    "db backup copies an SQLite database. For PostgreSQL use its own tools (README, Backups): "
+    'pg_dump -Fc -f keys.dump "$DATABASE_URL", and to restore, '
+    'pg_restore --clean --if-exists -d "$DATABASE_URL" keys.dump'
+)
+
+
+class BackupError(Exception):
+    """A backup that was not made; the message says why."""
+
+
+def backup_sqlite(*, engine: Engine, target: Path) -> int:
+    """Copy the SQLite database behind ``engine`` to ``target`` with SQLite's online backup API:
+    a consistent copy of what is committed, made while the app goes on reading and writing.
+    The copy is checked, is one self-contained file, and appears at ``target`` only once
+    complete. Returns its size in bytes."""
+    if engine.dialect.name != "sqlite":
+        raise BackupError(POSTGRESQL_BACKUP_RECIPE)
+    if target.exists():
+        raise BackupError(f"{target} exists already: back up to a new file")
+    partial = target.with_name(f".{target.name}.partial")
+    partial.unlink(missing_ok=True)  # left by a backup that was interrupted
+    source = engine.raw_connection()
+    try:
+        copy = sqlite3.connect(partial)
+        try:
+            source.driver_connection.backup(copy)  # type: ignore[union-attr]
+            # The copy inherits write-ahead logging; a plain journal keeps it one file.
+            copy.execute("PRAGMA journal_mode=DELETE")
+            (integrity,) = copy.execute("PRAGMA integrity_check").fetchone()
+        finally:
+            copy.close()
+    finally:
+        source.close()
+    if integrity != "ok":
+        partial.unlink()
+        raise BackupError(f"The copy failed its integrity check ({integrity}); nothing was kept")
+    os.replace(partial, target)
+    return target.stat().st_size
+
+
+@db_cli.command("backup")
+@click.argument("target", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@with_appcontext
+def backup_command(target: Path, as_json: bool) -> None:
+    """Copy the SQLite database to TARGET, safely while the app runs (PostgreSQL: pg_dump)."""
+    try:
+        size = backup_sqlite(engine=get_database().engine, target=target)
+    except BackupError as error:
+        raise click.ClickException(str(error)) from error
+    report = {"backup": str(target), "bytes": size, "database": "sqlite", "integrity": "ok"}
+    click.echo(json.dumps(report) if as_json else f"Backed up to {target} ({size} bytes).")
