@@ -30,6 +30,7 @@ import multiprocessing
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -282,7 +283,42 @@ def postgresql(directory: Path) -> Iterator[str]:
         subprocess.run([script, "stop", str(directory)], check=False)
 
 
-def server_environment(database_url: str, port: int, instance: Path) -> dict[str, str]:
+@contextmanager
+def redis_server(directory: Path) -> Iterator[str]:
+    """Debian's redis-server on a free loopback port, keeping nothing on disk; its URL.
+    Production settings count rate limits in a storage all workers share."""
+    import redis
+
+    executable = shutil.which("redis-server")
+    if executable is None:
+        sys.exit("claims: redis-server not found: run `make bench`, which installs it")
+    port = free_port()
+    server = subprocess.Popen(
+        [executable, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
+        + ["--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        with redis.Redis.from_url(url) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        sys.exit(f"claims: redis-server did not start on port {port}")
+                    time.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def server_environment(
+    database_url: str, ratelimit_storage_url: str, port: int, instance: Path
+) -> dict[str, str]:
     """Production settings, except demo mode (for the outbox mailer) and a programme window
     around today (so the bench does not expire with the calendar)."""
     now = datetime.now(UTC)
@@ -291,10 +327,11 @@ def server_environment(database_url: str, port: int, instance: Path) -> dict[str
         "KEYS_DEMO_MODE": "1",
         "KEYS_MAIL_BACKEND": "outbox",
         "KEYS_SECRET_KEY": secrets.token_urlsafe(36),  # 48 characters
-        "KEYS_BASE_URL": f"http://127.0.0.1:{port}",
+        # A host name: an IP address is refused (browsers refuse security keys there).
+        "KEYS_BASE_URL": f"http://localhost:{port}",
         "KEYS_DATABASE_URL": database_url,
         "KEYS_INSTANCE_PATH": str(instance),
-        "KEYS_RATELIMIT_STORAGE_URL": "memory://",
+        "KEYS_RATELIMIT_STORAGE_URL": ratelimit_storage_url,
         "KEYS_PROGRAMME_OPENS": (now - timedelta(days=1)).isoformat(),
         "KEYS_PROGRAMME_CLOSES": (now + timedelta(days=365)).isoformat(),
     }
@@ -374,7 +411,7 @@ def gunicorn(environment: Mapping[str, str], port: int, log: Path) -> Iterator[N
     """The app under gunicorn until the block ends; waits until it answers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYS_")} | dict(environment)
     command = [sys.executable, "-m", "gunicorn", "-w", str(SERVER_WORKERS)]
-    command += ["-b", f"127.0.0.1:{port}", "app:create_app()"]
+    command += ["-b", f"127.0.0.1:{port}", "wsgi:app"]
     with log.open("w") as output:
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=output)
     try:
@@ -512,13 +549,13 @@ def measure() -> Run:
     with tempfile.TemporaryDirectory(prefix="bench-claims-") as tmp:
         directory = Path(tmp)
         cluster = Path(tempfile.mkdtemp(prefix="bench-claims-pg-"))
-        with postgresql(cluster) as url:
+        with postgresql(cluster) as url, redis_server(directory) as redis_url:
             upgrade_database(url)
             engine = create_db_engine(url)
             try:
                 seeded = seed(engine)
                 port = free_port()
-                environment = server_environment(url, port, directory / "instance")
+                environment = server_environment(url, redis_url, port, directory / "instance")
                 visitors = visitors_for(
                     seeded.maintainer_ids, session_cookies(environment, seeded.maintainer_ids)
                 )
@@ -550,7 +587,12 @@ def server_problems(log: str) -> Counter[str]:
     problems: Counter[str] = Counter()
     in_traceback = False
     for line in log.splitlines():
-        if line.startswith("Traceback"):
+        if line.startswith("{"):  # the app's log: JSON lines, an error's traceback inside
+            record = json.loads(line)
+            if record.get("level") in ("ERROR", "CRITICAL"):
+                detail = str(record.get("exception") or record.get("message", ""))
+                problems[detail.strip().splitlines()[-1][:200]] += 1
+        elif line.startswith("Traceback"):
             in_traceback = True
         elif in_traceback and line and not line[0].isspace():
             problems[line.strip()[:200]] += 1
