@@ -73,10 +73,16 @@ class WholeNumberField(IntegerField):
     through ``math.isnan``, which overflows on an integer past about 10**308 (a 500)."""
 
     def process_formdata(self, valuelist: list[Any]) -> None:
-        super().process_formdata(valuelist)  # raises for what is not an integer at all
-        if valuelist and abs(int(valuelist[0])) > _LARGEST_NUMBER:
-            self.data = None
-            raise ValueError("That number is far too large.")
+        if valuelist and _too_large(valuelist[0]):
+            raise ValueError("That number is far too large.")  # the data keeps its default
+        super().process_formdata(valuelist)
+
+
+def _too_large(text: Any) -> bool:
+    try:
+        return abs(int(text)) > _LARGEST_NUMBER
+    except (TypeError, ValueError):
+        return False  # not a number at all: IntegerField says so
 
 
 class MultiCheckboxField(SelectMultipleField):
