@@ -99,13 +99,28 @@ class Server:
     log: Path
 
     def problems(self) -> list[str]:
-        """Tracebacks and gunicorn errors in the server's log."""
-        text = self.log.read_text(errors="replace")
-        return [
-            line
-            for line in text.splitlines()
-            if line.startswith("Traceback") or "[ERROR]" in line or "WORKER TIMEOUT" in line
-        ]
+        """Errors in the server's log: the app's JSON lines at level ERROR or for a 5xx answer,
+        and gunicorn's own errors and tracebacks."""
+        found = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            if line.startswith("{"):
+                record = _json_or_nothing(line)
+                status = record.get("status")
+                if record.get("level") in ("ERROR", "CRITICAL") or (
+                    isinstance(status, int) and status >= 500
+                ):
+                    found.append(line)
+            elif line.startswith("Traceback") or "[ERROR]" in line or "WORKER TIMEOUT" in line:
+                found.append(line)
+        return found
+
+
+def _json_or_nothing(line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 @dataclass(frozen=True)
