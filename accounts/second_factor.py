@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 from accounts import security_keys
 from accounts.errors import InvalidCredentials
 from accounts.models import RecoveryCode, SecurityKey, Staff
-from accounts.security_keys import KeyProblem
+from accounts.security_keys import KeyNotFound, KeyProblem
 from accounts.services import actor_for
 from db import Actor, record_event, utcnow
 from distribution import webauthn
@@ -163,7 +163,7 @@ def remove_key(*, session: Session, actor: Actor, staff: Staff, key_id: int) -> 
     keys = security_keys.keys_of(session=session, owner=staff)
     key = next((k for k in keys if k.id == key_id), None)
     if key is None:
-        raise KeyProblem("You have no such key.")
+        raise KeyNotFound("You have no such key.")
     if len(keys) == 1:
         raise KeyProblem("This is your last key: register another one before removing it.")
     record_event(

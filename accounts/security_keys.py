@@ -35,6 +35,13 @@ class KeyProblem(AccountsError):
     title = "That did not work"
 
 
+class KeyNotFound(KeyProblem):
+    """No such key among the person's own: another person's key is not found either."""
+
+    status_code = 404
+    title = "No such key"
+
+
 def relying_party(settings: Settings) -> webauthn.RelyingParty:
     return webauthn.RelyingParty.from_base_url(settings.base_url, name=RP_NAME)
 

@@ -146,6 +146,24 @@ def test_the_last_key_cannot_be_removed(client, session, staff, key):
     assert [k.name for k in session.exec(select(SecurityKey)).all()] == ["Spare"]
 
 
+def test_another_staff_members_key_is_not_found(client, session, staff, key):
+    other = make_staff(session, email="desk@example.org")
+    password(client, email="desk@example.org")
+    enrol(client, SoftAuthenticator(aaguid=OTHER_MAKE, ca=TestCA.create()), name="Desk")
+    client.post("/sign-out", data={"csrf_token": csrf_token(client, "/staff/")})
+    password(client)
+    enrol(client, key)
+    enrol(client, SoftAuthenticator(aaguid=OTHER_MAKE, ca=TestCA.create()), name="Spare")
+    theirs = session.exec(select(SecurityKey).where(SecurityKey.staff_id == other.id)).one()
+
+    token = csrf_token(client, "/staff/my-keys")
+    refused = client.post(f"/staff/my-keys/{theirs.id}/remove", data={"csrf_token": token})
+
+    assert refused.status_code == 404 and "You have no such key." in text(refused)  # was 400
+    session.refresh(theirs)
+    assert theirs.name == "Desk"
+
+
 def test_without_a_password_there_is_no_second_step(client, staff):
     assert client.get("/staff/sign-in/key").location.endswith("/staff/sign-in")
     assert api(client, "/api/staff/sign-in/key/options").status_code == 401
