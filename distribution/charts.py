@@ -36,7 +36,8 @@ matplotlib.rcParams.update(
 INK = "#1d2b36"
 PAPER = "#ffffff"
 FILLS = ("#9fb3c8", "#d9e2ec", "#bcccdc", "#f0f4f8", "#829ab1", "#e3e8ee", "#627d98")
-HATCHES = ("//", "..", "xx", "\\\\", "++", "oo", "--")
+# Line hatches only: dots and circles make thousands of path points, slow to print.
+HATCHES = ("//", "\\\\", "xx", "--", "||", "++", "/")
 _WIDTH_IN = 7.0
 
 

@@ -14,6 +14,7 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -71,23 +72,23 @@ class ClaimFacts:
     profile_country: str | None
     parcels: list[ParcelFacts] = field(default_factory=list)
 
-    @property
+    @cached_property
     def current(self) -> ParcelFacts | None:
         return self.parcels[-1] if self.parcels else None
 
-    @property
+    @cached_property
     def shipped(self) -> list[ParcelFacts]:
         return [p for p in self.parcels if p.shipped_at is not None]
 
-    @property
+    @cached_property
     def first_shipped_at(self) -> datetime | None:
         return min((p.shipped_at for p in self.shipped if p.shipped_at), default=None)
 
-    @property
+    @cached_property
     def delivered(self) -> bool:
         return any(p.delivered_at for p in self.parcels)
 
-    @property
+    @cached_property
     def country(self) -> str | None:
         """Where the keys went (the newest parcel), or the profile's country before that."""
         return self.current.country if self.current else self.profile_country
