@@ -138,6 +138,8 @@ def init_app(app: Flask, settings: Settings) -> None:
         REMEMBER_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_SECURE=settings.https,
         RATELIMIT_STORAGE_URI=settings.ratelimit_storage_url,
+        # Redis away for a moment: count in each process's memory meanwhile, not answer 500.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
     )
 

@@ -13,7 +13,7 @@ from flask import request, url_for
 
 from app import create_app
 from db import get_database, upgrade_database
-from tests.conftest import make_settings
+from tests.conftest import free_port, make_settings
 from tests.factories import csrf_token, make_maintainer, sign_in_as
 
 PG_CLUSTER = Path(__file__).resolve().parents[1] / "scripts" / "pg-cluster.sh"
@@ -62,6 +62,15 @@ def test_rate_limits_count_each_client_behind_the_proxy(app_factory):
     assert statuses == [302] * 30 + [429]  # 30 per hour per address
     # Someone else behind the same proxy still gets through.
     assert ask_for_link(client, "neighbour@example.org", NEIGHBOUR).status_code == 302
+
+
+def test_rate_limits_fall_back_to_memory_while_redis_is_away(app_factory):
+    nobody = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    client = app_factory(proxy_hops=1, ratelimit_storage_url=nobody).test_client()
+    statuses = [
+        ask_for_link(client, f"person{n}@example.org", CLIENT).status_code for n in range(31)
+    ]
+    assert statuses == [302] * 30 + [429]  # still limited, per process
 
 
 # --- health and outages ----------------------------------------------------------------------
