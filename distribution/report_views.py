@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
+import time
 
-from flask import Blueprint, Response, abort, jsonify, render_template
+from flask import Blueprint, Response, abort, current_app, jsonify, render_template
 from flask.typing import ResponseReturnValue
 
 from db import get_session
@@ -49,14 +51,32 @@ def report_pdf() -> ResponseReturnValue:
 
 @bp.get("/transparency")
 def transparency_page() -> ResponseReturnValue:
-    return render_template(
-        "reports/transparency.html", figures=transparency.transparency(session=get_session())
-    )
+    return render_template("reports/transparency.html", figures=_public_figures())
 
 
 @bp.get("/transparency.json")
 def transparency_json() -> ResponseReturnValue:
-    return jsonify(transparency.transparency(session=get_session()).as_dict())
+    return jsonify(_public_figures().as_dict())
+
+
+# Anyone may ask for the public figures as often as they like; each app computes them at most
+# once per PUBLIC_FIGURES_SECONDS, so a crowd (or a script) costs the database nothing more.
+PUBLIC_FIGURES_SECONDS = 10.0
+_lock = threading.Lock()
+
+
+def _public_figures() -> transparency.Transparency:
+    cache: dict[str, tuple[float, transparency.Transparency]] = current_app.extensions.setdefault(
+        "public_figures", {}
+    )
+    with _lock:
+        taken = cache.get("latest")
+        if taken is None or time.monotonic() - taken[0] > PUBLIC_FIGURES_SECONDS:
+            taken = cache["latest"] = (
+                time.monotonic(),
+                transparency.transparency(session=get_session()),
+            )
+        return taken[1]
 
 
 def _csv(rows: list[list[object]]) -> str:

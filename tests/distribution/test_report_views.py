@@ -15,6 +15,7 @@ from tests.factories import (
     USB_A,
     USB_C,
     make_staff,
+    receive_keys,
     redeem_parcel,
     shipped_parcel,
     sign_in_as,
@@ -126,3 +127,12 @@ def test_the_transparency_page_and_json_are_public_and_hold_no_person(client, pa
     ):
         assert private not in text
     assert "@example.org" not in text
+
+
+def test_the_public_figures_are_computed_at_most_every_ten_seconds(client, session, parcels):
+    first = client.get("/transparency.json").get_json()
+    receive_keys(session, {USB_A: 5}, reference="LATER")
+    again = client.get("/transparency.json").get_json()
+    # The same figures, with the time they were taken: a crowd costs no extra queries.
+    assert again == first
+    assert (first["remaining"], first["as_of"]) == (8, again["as_of"])
