@@ -14,8 +14,8 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime, timedelta
+from functools import cached_property
 
 import sqlalchemy as sa
 from sqlmodel import Session, col
