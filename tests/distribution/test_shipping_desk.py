@@ -175,6 +175,23 @@ def test_a_parcel_page_voids_a_label_and_explains_a_missing_reason(shipping, ses
     assert shipping.post(f"{path}/explode", data={"csrf_token": token}).status_code == 404
 
 
+def test_an_action_this_state_does_not_offer_still_explains_its_refusal(
+    shipping, session, settings
+):
+    # Voiding a shipped parcel without a reason: the void form is not on its page, so its
+    # field's error was shown nowhere (a 400 that said nothing).
+    stock_famous_project(session, {USB_A: 2, USB_C: 2})
+    _person, parcel = shipped_parcel(session, settings)
+    path = f"/staff/shipping/parcels/{parcel.reference}"
+    token = csrf_token(shipping, path)
+
+    refused = shipping.post(f"{path}/void", data={"reason": "", "csrf_token": token})
+
+    assert refused.status_code == 400
+    assert "Void the label" not in text(refused)
+    assert "Reason: Say why, in a few words." in text(refused)
+
+
 def test_shipped_parcels_are_returned_lost_or_delivered_from_their_page(
     shipping, session, settings, mailbox
 ):
