@@ -172,7 +172,16 @@ def get_session() -> Session:
 def after_commit(callback: Callable[[], None]) -> None:
     """Run ``callback`` once the current request's transaction has committed (and not at all
     if it rolls back): for work that must see what the request wrote."""
-    sa.event.listen(get_session(), "after_commit", lambda _session: callback(), once=True)
+    called = False
+
+    def committed(session: Session) -> None:
+        nonlocal called
+        # SQLAlchemy also announces savepoints released inside the transaction: wait for it.
+        if not called and not session.in_nested_transaction():
+            called = True
+            callback()
+
+    sa.event.listen(get_session(), "after_commit", committed)
 
 
 def discard_changes() -> None:

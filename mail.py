@@ -21,7 +21,7 @@ import click
 import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from db import UTCDateTime, get_database, utcnow
 from settings import Settings
@@ -83,16 +83,42 @@ class OutboxMailer:
 
 
 class SMTPMailer:
-    """Delivers through an SMTP server right away; failures stay pending for a retry."""
+    """Delivers through an SMTP server once the sender's transaction commits; failures stay
+    pending for a retry.
+
+    Not before the commit: a request that fails, or a process killed, after ``send`` must not
+    have told anyone something the database never recorded (and a retry would tell them
+    twice); nor should a transaction hold its locks while an SMTP server answers."""
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
     def send(self, *, session: Session, mail: Mail) -> OutboxMessage:
         message = _record(session, mail)
-        self.deliver(message)
         session.flush()
+        if _PENDING not in session.info:
+            session.info[_PENDING] = []
+            sa.event.listen(session, "after_commit", self._deliver_committed)
+            sa.event.listen(session, "after_rollback", _forget_pending)
+        session.info[_PENDING].append(message.id)
         return message
+
+    def _deliver_committed(self, session: Session) -> None:
+        """Deliver what the committed transaction sent, in a transaction of its own (the
+        committed one can run no more SQL)."""
+        if session.in_nested_transaction():
+            return  # a savepoint released: the transaction itself may still roll back
+        ids, session.info[_PENDING] = session.info[_PENDING], []
+        if not ids:
+            return
+        with Session(bind=session.get_bind(), join_transaction_mode="create_savepoint") as own:
+            for message in own.exec(
+                select(OutboxMessage).where(
+                    col(OutboxMessage.id).in_(ids), col(OutboxMessage.sent_at).is_(None)
+                )
+            ).all():
+                self.deliver(message)
+            own.commit()
 
     def deliver(self, message: OutboxMessage) -> bool:
         """Try one delivery; on success mark it sent and drop the body."""
@@ -123,6 +149,13 @@ class SMTPMailer:
             if settings.smtp_username:
                 smtp.login(settings.smtp_username, settings.smtp_password)
             smtp.send_message(email)
+
+
+_PENDING = "keys_mail_to_deliver"
+
+
+def _forget_pending(session: Session) -> None:
+    session.info[_PENDING] = []  # rolled back: those messages were never recorded
 
 
 def send_pending(*, session: Session, mailer: SMTPMailer, limit: int = 500) -> tuple[int, int]:

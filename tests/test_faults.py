@@ -416,7 +416,9 @@ def waiting_for_the_lock(engine: sa.Engine) -> bool | None:
 
 
 @pytest.mark.parametrize("point", ["before-commit", "in-commit", "after-commit"])
-def test_a_redemption_killed_mid_way_happens_once_or_not_at_all(programme, point, tmp_path):
+def test_a_redemption_killed_mid_way_happens_once_or_not_at_all(
+    programme, point, tmp_path, mailbox
+):
     postgresql = programme.kind == "postgresql"
     if point == "in-commit" and not postgresql:
         pytest.skip("SQLite runs nothing of ours inside COMMIT: no point to stop a commit at")
@@ -450,6 +452,7 @@ def test_a_redemption_killed_mid_way_happens_once_or_not_at_all(programme, point
 
     if point == "before-commit":
         assert holdings(engine, code.claim_id) == before  # nothing written, nothing half-written
+        assert mailbox.messages == []  # nor anyone told of a parcel that does not exist
         with Session(engine) as session:  # the code still works
             maintainer = session.get(Maintainer, code.maintainer_id)
             claims.find_claim_by_code(session=session, maintainer=maintainer, code=code.code)

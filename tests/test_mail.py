@@ -15,8 +15,10 @@ WELCOME = Mail(
 )
 
 
-def test_smtp_delivers_and_keeps_only_the_envelope(session, settings, mailbox):
+def test_smtp_delivers_once_committed_and_keeps_only_the_envelope(session, settings, mailbox):
     message = SMTPMailer(settings).send(session=session, mail=WELCOME)
+    assert mailbox.messages == []  # nothing leaves before the sender's transaction commits
+    session.commit()
 
     received = mailbox.to("someone@example.org")
     assert len(received) == 1
@@ -32,6 +34,8 @@ def test_smtp_delivers_and_keeps_only_the_envelope(session, settings, mailbox):
 def test_an_smtp_outage_leaves_the_message_pending_until_a_retry(session, settings, mailbox):
     down = settings.replace(smtp_port=free_port())  # nothing listens there
     message = SMTPMailer(down).send(session=session, mail=WELCOME)
+    session.commit()
+    session.refresh(message)
     assert message.sent_at is None
     assert "ConnectionRefusedError" in message.last_error
     assert mailbox.messages == []
@@ -41,6 +45,14 @@ def test_an_smtp_outage_leaves_the_message_pending_until_a_retry(session, settin
     assert (sent, failing) == (1, 0)
     assert len(mailbox.to("someone@example.org")) == 1
     assert session.get(OutboxMessage, message.id).attempts == 2
+
+
+def test_nothing_is_sent_for_a_transaction_that_rolls_back(session, settings, mailbox):
+    SMTPMailer(settings).send(session=session, mail=WELCOME)
+    session.rollback()
+    session.commit()
+    assert mailbox.messages == []
+    assert session.exec(select(OutboxMessage)).all() == []
 
 
 def test_the_outbox_backend_keeps_mail_readable(session, mailbox):

@@ -36,6 +36,7 @@ def send_link(session, settings, email):
         base_url=settings.base_url,
         valid_for=FIFTEEN_MINUTES,
     )
+    session.commit()  # mail leaves once the transaction commits
 
 
 def token_from(mailbox, address):

@@ -339,6 +339,7 @@ def test_a_granted_appeal_overrides_the_critical_check(session, settings, mailbo
         reason="Confirmed with PyPI.",
         base_url=settings.base_url,
     )
+    session.commit()  # mail leaves once the transaction commits
     decision = decide(session=session, settings=settings, maintainer=maintainer, country="DE")
     assert decision.eligible and decision.override.id == appeal.id
     assert "granted" in mailbox.to("appealing@example.org")[-1]["Subject"]
@@ -372,6 +373,7 @@ def test_notices_go_once_to_newly_eligible_maintainers(session, settings, mailbo
     notify.send_notices(
         session=session, mailer=SMTPMailer(settings), settings=settings, notices=pending
     )
+    session.commit()
     body = mailbox.to("newly@example.org")[0].get_content()
     assert "famous" in body and "/sign-in" in body
     assert notify.newly_eligible(session=session, settings=settings) == []
