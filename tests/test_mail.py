@@ -47,6 +47,15 @@ def test_an_smtp_outage_leaves_the_message_pending_until_a_retry(session, settin
     assert session.get(OutboxMessage, message.id).attempts == 2
 
 
+def test_a_savepoint_released_is_not_the_transaction_committing(session, settings, mailbox):
+    SMTPMailer(settings).send(session=session, mail=WELCOME)
+    with session.begin_nested():  # as services do around a write that may be refused
+        pass
+    assert mailbox.messages == []
+    session.commit()
+    assert len(mailbox.to("someone@example.org")) == 1
+
+
 def test_nothing_is_sent_for_a_transaction_that_rolls_back(session, settings, mailbox):
     SMTPMailer(settings).send(session=session, mail=WELCOME)
     session.rollback()
