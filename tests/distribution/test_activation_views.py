@@ -141,6 +141,11 @@ def test_programme_staff_review_and_accept_another_make(client, session, maintai
     assert key.counts_as_titan and key.accepted_by
     assert "No key waits for review." in client.get("/staff/keys").get_data(as_text=True)
 
+    # Accepted already, so the page offers no form: a short reason was refused with no word.
+    again = client.post(f"/staff/keys/{key.id}/accept", data={"reason": "ok", "csrf_token": token})
+    assert again.status_code == 400
+    assert "Reason: Between 3 and 1,000 characters." in again.get_data(as_text=True)
+
 
 def test_a_maintainer_signs_in_with_their_key_instead_of_a_link(client, session, maintainer, ca):
     key = SoftAuthenticator(aaguid=TITAN, ca=ca)

@@ -261,6 +261,13 @@ def test_programme_staff_approve_or_decline_replacements(client, session, settin
     ]
     assert "No replacement is waiting for a decision." in text(client.get("/staff/replacements"))
 
+    # Declining one that is decided already, without a reason: its form is no longer listed,
+    # so the reason's error was shown nowhere (a 400 that told nothing).
+    late = client.post(
+        f"/staff/replacements/{requests[1].id}/decline", data={"reason": "", "csrf_token": token}
+    )
+    assert late.status_code == 400 and "Reason: Say why, in a few words." in text(late)
+
 
 def test_a_delivery_file_is_previewed_before_it_is_recorded(shipping, session, settings):
     stock_famous_project(session, {USB_A: 4, USB_C: 4})
