@@ -137,6 +137,9 @@ def test_programme_staff_grant_an_appeal(client, session, statistics, mailbox):
     )
     assert granted.status_code == 302
     assert "granted" in mailbox.to("quiet@example.org")[-1]["Subject"]
+    # Decided, so the page has no form: a second decision without a reason said nothing.
+    late = client.post(path, data={"decision": "deny", "csrf_token": token})
+    assert late.status_code == 400 and "This appeal was already granted." in text(late)
 
     sign_in_as(client, maintainer)
     page = text(client.get("/eligibility"))
