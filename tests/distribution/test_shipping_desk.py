@@ -175,6 +175,23 @@ def test_a_parcel_page_voids_a_label_and_explains_a_missing_reason(shipping, ses
     assert shipping.post(f"{path}/explode", data={"csrf_token": token}).status_code == 404
 
 
+def test_printing_from_a_page_whose_parcels_are_gone_says_why(shipping, session, settings):
+    # Another desk printed them meanwhile: the forms are not on the page any more, so their
+    # errors were shown nowhere (a 400 that told nothing).
+    token = csrf_token(shipping, "/staff/shipping")
+
+    first = shipping.post(
+        "/staff/shipping/labels", data={"claim_ids": "1", "layout": "4x6", "csrf_token": token}
+    )
+    again = shipping.post(
+        "/staff/shipping/reprint",
+        data={"reprint-claim_ids": "1", "reprint-layout": "4x6", "csrf_token": token},
+    )
+
+    assert first.status_code == 400 and "no longer wait for a label" in text(first)
+    assert again.status_code == 400 and "no longer wait to ship" in text(again)
+
+
 def test_an_action_this_state_does_not_offer_still_explains_its_refusal(
     shipping, session, settings
 ):
