@@ -896,9 +896,10 @@ def payloads(target: Target, values: Mapping[str, Any]) -> st.SearchStrategy[Any
         return hostile_json(base)
     if target.kind == "upload":
         return st.tuples(
-            hostile_form(base),
+            # The test client spools a multipart body past 500 kB to a file it never closes.
+            hostile_form(base).filter(lambda pairs: len(urlencode(pairs)) < 300_000),
             STATISTICS,
-            st.sampled_from(["stats.csv", "stats.json", ""]) | hostile_text,
+            st.sampled_from(["stats.csv", "stats.json", "", *ODDITIES]) | st.text(max_size=40),
         )
     return hostile_form(base)
 
