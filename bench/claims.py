@@ -30,9 +30,7 @@ import multiprocessing
 import os
 import re
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +45,8 @@ from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+
+from servers import free_port, postgresql, redis_server
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -261,59 +261,6 @@ class Seeded:
     maintainer_ids: list[int]
     keys_available: int
     critical_count: int
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextmanager
-def postgresql(directory: Path) -> Iterator[str]:
-    """A throw-away cluster from ``scripts/pg-cluster.sh``; its URL. Stopped on the way out."""
-    script = str(ROOT / "scripts" / "pg-cluster.sh")
-    try:
-        started = subprocess.run(
-            [script, "start", str(directory)], stdout=subprocess.PIPE, text=True, check=True
-        )
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([script, "stop", str(directory)], check=False)
-
-
-@contextmanager
-def redis_server(directory: Path) -> Iterator[str]:
-    """Debian's redis-server on a free loopback port, keeping nothing on disk; its URL.
-    Production settings count rate limits in a storage all workers share."""
-    import redis
-
-    executable = shutil.which("redis-server")
-    if executable is None:
-        sys.exit("claims: redis-server not found: run `make bench`, which installs it")
-    port = free_port()
-    server = subprocess.Popen(
-        [executable, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
-        + ["--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        with redis.Redis.from_url(url) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        sys.exit(f"claims: redis-server did not start on port {port}")
-                    time.sleep(0.05)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def server_environment(
@@ -549,7 +496,7 @@ def measure() -> Run:
     with tempfile.TemporaryDirectory(prefix="bench-claims-") as tmp:
         directory = Path(tmp)
         cluster = Path(tempfile.mkdtemp(prefix="bench-claims-pg-"))
-        with postgresql(cluster) as url, redis_server(directory) as redis_url:
+        with postgresql(cluster) as url, redis_server(directory, "claims") as redis_url:
             upgrade_database(url)
             engine = create_db_engine(url)
             try:

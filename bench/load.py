@@ -53,9 +53,7 @@ import random
 import re
 import resource
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -70,6 +68,8 @@ from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from servers import free_port, postgresql, redis_server
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -391,58 +391,6 @@ def drive(config: Mapping[str, Any]) -> dict[str, Any]:
 # --- the database, Redis and the servers ------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextmanager
-def postgresql(directory: Path) -> Iterator[str]:
-    """A throw-away cluster from ``scripts/pg-cluster.sh``; its URL. Stopped on the way out."""
-    script = str(ROOT / "scripts" / "pg-cluster.sh")
-    try:
-        started = subprocess.run(
-            [script, "start", str(directory)], stdout=subprocess.PIPE, text=True, check=True
-        )
-        yield started.stdout.strip().splitlines()[-1]
-    finally:
-        subprocess.run([script, "stop", str(directory)], check=False)
-
-
-@contextmanager
-def redis_server(directory: Path) -> Iterator[str]:
-    """Debian's redis-server on a free loopback port, keeping nothing on disk; its URL."""
-    import redis
-
-    executable = shutil.which("redis-server")
-    if executable is None:
-        sys.exit("load: redis-server not found: run `make bench`, which installs it")
-    port = free_port()
-    server = subprocess.Popen(
-        [executable, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
-        + ["--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        with redis.Redis.from_url(url) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    client.ping()
-                    break
-                except redis.ConnectionError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        sys.exit(f"load: redis-server did not start on port {port}")
-                    time.sleep(0.05)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
 def programme_window() -> dict[str, str]:
     """A programme opened six months ago, as the scale seed's history assumes."""
     now = datetime.now(UTC)
@@ -697,7 +645,7 @@ def measure(options: argparse.Namespace) -> Measured:
         directory = Path(tmp)
         # Its own directory: the server's user must reach it (the script removes it).
         cluster = Path(tempfile.mkdtemp(prefix="bench-load-pg-"))
-        with postgresql(cluster) as url, redis_server(directory) as redis_url:
+        with postgresql(cluster) as url, redis_server(directory, "load") as redis_url:
             seed_env = {
                 "KEYS_ENV": "development",
                 "KEYS_DEMO_MODE": "1",
