@@ -69,7 +69,7 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from servers import free_port, postgresql, redis_server
+from servers import flask, free_port, postgresql, redis_server
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -400,22 +400,6 @@ def programme_window() -> dict[str, str]:
     }
 
 
-def flask(env: Mapping[str, str], *args: str) -> str:
-    """Run ``flask --app app …`` as an operator would; its standard output."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("KEYS_")} | dict(env)
-    done = subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "app", *args],
-        cwd=ROOT,
-        env=clean,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        sys.exit(f"load: flask {' '.join(args)} failed:\n{done.stderr[-3000:]}")
-    return done.stdout
-
-
 @dataclass(frozen=True)
 class Seeded:
     claims_before: int
@@ -653,8 +637,8 @@ def measure(options: argparse.Namespace) -> Measured:
                 "KEYS_INSTANCE_PATH": str(directory / "instance"),
                 **programme_window(),
             }
-            flask(seed_env, "db", "upgrade")
-            flask(seed_env, "seed", "--scale", str(options.scale), "--json")
+            flask(seed_env, "db", "upgrade", bench="load")
+            flask(seed_env, "seed", "--scale", str(options.scale), "--json", bench="load")
             engine = create_db_engine(url)
             try:
                 seeded = seed(engine, options.maintainers)

@@ -1,14 +1,15 @@
 """What the benchmarks start beside the app: a free loopback port, a throw-away PostgreSQL
-cluster and a Redis server, each stopped on the way out."""
+cluster and a Redis server, each stopped on the way out, and the app's own commands."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,3 +67,20 @@ def redis_server(directory: Path, bench: str) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def flask(env: Mapping[str, str], *args: str, bench: str) -> str:
+    """Run ``flask --app app …`` as an operator would, with ``env`` as its only ``KEYS_*``
+    settings; its standard output."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("KEYS_")} | dict(env)
+    done = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", *args],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        sys.exit(f"{bench}: flask {' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return done.stdout
