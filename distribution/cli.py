@@ -140,8 +140,8 @@ def report_command(as_json: bool) -> None:
     """Keys on hand, reserved, allocated and available, per model and in total; where the
     others went; and the checks that the ledger agrees with the balances, codes and parcels."""
     with get_database().transaction() as session:
-        figures = stock.stock_figures(session=session)
         full = reports.stock_report(session=session)
+    figures = full.balances
     models = [
         {
             "sku": m.sku,

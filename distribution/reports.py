@@ -32,7 +32,7 @@ from distribution.models import (
     Shipment,
     StockMovement,
 )
-from distribution.stock import key_models, stock_figures
+from distribution.stock import StockFigures, stock_figures
 from eligibility.countries import country_name
 from eligibility.critical import current_list
 from eligibility.models import Appeal, AppealStatus, CriticalEntry, Project, ProjectRole
@@ -185,6 +185,7 @@ class StockReport:
     rows: list[tuple[str, str, dict[str, int | None]]]  # (key, label, figure per column)
     checks: list[Check]
     taken_at: datetime
+    balances: StockFigures  # the stock desk's figures the report starts from
 
     @property
     def reconciles(self) -> bool:
@@ -252,7 +253,7 @@ def stock_report(
                 _add(in_transit, parcel.items)
 
     models = {m.sku: m for m in balances.models}
-    columns = [(m.sku, m.name) for m in key_models(session=session)] + [(TOTAL, "All models")]
+    columns = [(m.sku, m.name) for m in balances.models] + [(TOTAL, "All models")]
 
     def by_column(total: int | None, per_model: Mapping[str, int | None]) -> dict[str, int | None]:
         return {**{sku: per_model.get(sku, 0) for sku, _ in columns[:-1]}, TOTAL: total}
@@ -311,6 +312,7 @@ def stock_report(
         rows=[(key, label, rows[key]) for key, label in STOCK_ROWS],
         checks=checks,
         taken_at=now or utcnow(),
+        balances=balances,
     )
 
 
