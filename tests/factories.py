@@ -191,6 +191,16 @@ def stock_famous_project(
     receive_keys(session, quantities, reference)
 
 
+def claim_code(session: Session, settings: Settings) -> tuple[Maintainer, claims.IssuedCode]:
+    """A new owner of "famous" who got a claim code (its keys reserved)."""
+    person = make_owner(session, "famous", country="DE")
+    issued = claims.issue_claim_code(
+        session=session, mailer=OutboxMailer(), settings=settings, actor=ACTOR, maintainer=person
+    )
+    assert isinstance(issued, claims.IssuedCode)
+    return person, issued
+
+
 def redeem_parcel(
     session: Session,
     settings: Settings,
@@ -199,11 +209,7 @@ def redeem_parcel(
     address: dict[str, str] = BERLIN,
 ) -> tuple[Maintainer, Shipment]:
     """A new owner of "famous" who got a code and redeemed it: a parcel waiting for a label."""
-    person = make_owner(session, "famous", country="DE")
-    issued = claims.issue_claim_code(
-        session=session, mailer=OutboxMailer(), settings=settings, actor=ACTOR, maintainer=person
-    )
-    assert isinstance(issued, claims.IssuedCode)
+    person, issued = claim_code(session, settings)
     shipment = claims.redeem_claim(
         session=session,
         mailer=OutboxMailer(),

@@ -20,20 +20,12 @@ from tests.factories import (
     ACTOR,
     USB_A,
     USB_C,
-    make_owner,
+    claim_code,
     print_labels,
     redeem_parcel,
     ship,
     stock_famous_project,
 )
-
-
-def issue(session, settings):
-    person = make_owner(session, "famous", country="DE")
-    issued = claims.issue_claim_code(
-        session=session, mailer=OutboxMailer(), settings=settings, actor=ACTOR, maintainer=person
-    )
-    return person, issued.claim
 
 
 @pytest.fixture
@@ -45,7 +37,7 @@ def programme(session, settings):
     8 cancelled after redeeming. Every parcel holds one key of each model.
     """
     stock_famous_project(session, {USB_A: 10, USB_C: 10})
-    _person, expired = issue(session, settings)
+    expired = claim_code(session, settings)[1].claim
     claims.expire_claims(
         session=session, mailer=OutboxMailer(), settings=settings, now=utcnow() + timedelta(days=31)
     )
@@ -80,7 +72,7 @@ def programme(session, settings):
         exception_id=lost_report.id,
     )
     redeem_parcel(session, settings)  # 5: waiting for its label
-    issue(session, dataclasses.replace(settings, claim_code_expiry_days=5))  # 6
+    claim_code(session, dataclasses.replace(settings, claim_code_expiry_days=5))  # 6
     person, _ = redeem_parcel(session, settings)  # 8: cancelled
     claims.cancel_claim(
         session=session,
