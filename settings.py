@@ -22,6 +22,8 @@ from flask import current_app
 ENVIRONMENTS = ("development", "production")
 MAIL_BACKENDS = ("smtp", "outbox")
 LABEL_LAYOUTS = ("4x6", "a4", "letter")
+# The length of shipment.carrier, which stores the name.
+CARRIER_NAME_MAX_LENGTH = 40
 
 # Countries the programme ships to by default (ISO 3166-1 alpha-2; the United Kingdom is GB).
 DEFAULT_COUNTRIES = ("AT", "BE", "CA", "FR", "DE", "IT", "JP", "ES", "CH", "GB", "US")
@@ -104,9 +106,20 @@ class Settings:
         ("FedEx", "https://www.fedex.com/fedextrack/?trknbr={tracking}"),
     )
 
+    @property
+    def carriers(self) -> tuple[str, ...]:
+        """The carriers parcels ship with, as configured."""
+        return tuple(name for name, _url in self.carrier_tracking_urls)
+
+    def carrier_named(self, name: str) -> str:
+        """The configured spelling of a carrier named in any case ("dhl" → "DHL"), or "" for
+        a carrier the programme does not ship with."""
+        wanted = name.strip().casefold()
+        return next((known for known in self.carriers if known.casefold() == wanted), "")
+
     def tracking_url(self, carrier: str, tracking_number: str) -> str:
         """The carrier's tracking page for a parcel, or "" for a carrier without one."""
-        template = dict(self.carrier_tracking_urls).get(carrier, "")
+        template = dict(self.carrier_tracking_urls).get(self.carrier_named(carrier), "")
         return template.replace("{tracking}", quote(tracking_number, safe="")) if template else ""
 
     @property
@@ -198,6 +211,28 @@ class Settings:
             raise SettingsError("KEYS_CUSTOMS_CURRENCY must be an ISO 4217 code like EUR")
         if not re.fullmatch(r"\d{4}(\.\d{2}){0,2}", self.hs_code):
             raise SettingsError("KEYS_HS_CODE must be a tariff number like 8471.80")
+        self._validate_carriers()
+
+    def _validate_carriers(self) -> None:
+        if not self.carrier_tracking_urls:
+            raise SettingsError("KEYS_CARRIER_TRACKING must name at least one carrier")
+        seen: set[str] = set()
+        for name, url in self.carrier_tracking_urls:
+            # A parcel stores its carrier's name in 40 characters (shipment.carrier).
+            if not name or len(name) > CARRIER_NAME_MAX_LENGTH:
+                raise SettingsError(
+                    f"KEYS_CARRIER_TRACKING: a carrier's name has 1 to "
+                    f"{CARRIER_NAME_MAX_LENGTH} characters, not {name[:50]!r}"
+                )
+            # Carriers are matched in any case ("dhl" in a manifest is DHL).
+            if name.casefold() in seen:
+                raise SettingsError(f"KEYS_CARRIER_TRACKING names the carrier {name!r} twice")
+            seen.add(name.casefold())
+            if not url.startswith("https://") or "{tracking}" not in url:
+                raise SettingsError(
+                    f"KEYS_CARRIER_TRACKING: the tracking page of {name} must be an https:// "
+                    "URL with {tracking} where the number goes"
+                )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

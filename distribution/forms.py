@@ -19,7 +19,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional, Vali
 
 from accounts.forms import MultiCheckboxField, WholeNumberField
 from distribution.addresses import AddressField, address_fields
-from distribution.models import KeyModel
+from distribution.models import TRACKING_NUMBER_MAX_LENGTH, KeyModel
 
 ADDRESS_PREFIX = "address_"
 QUANTITY_PREFIX = "quantity_"
@@ -201,7 +201,10 @@ class ShipForm(FlaskForm):
     carrier = SelectField("Carrier", validators=[DataRequired("Choose the carrier.")])
     tracking_number = StringField(
         "Tracking number",
-        validators=[DataRequired("Enter the carrier's tracking number."), Length(max=60)],
+        validators=[
+            DataRequired("Enter the carrier's tracking number."),
+            Length(max=TRACKING_NUMBER_MAX_LENGTH),
+        ],
     )
 
 

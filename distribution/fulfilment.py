@@ -23,7 +23,14 @@ from distribution import stock
 from distribution.claims import new_shipment_reference, transition_claim
 from distribution.errors import ClaimLocked, InvalidShipping, ParcelNotFound
 from distribution.labels import ParcelLabel
-from distribution.models import Claim, ClaimStatus, KeyModel, LabelRun, Shipment
+from distribution.models import (
+    TRACKING_NUMBER_MAX_LENGTH,
+    Claim,
+    ClaimStatus,
+    KeyModel,
+    LabelRun,
+    Shipment,
+)
 from mail import Mail, Mailer
 from settings import Settings
 
@@ -183,11 +190,10 @@ def ship_parcel(
             f"Parcel {shipment.reference} is {_status(claim)}: only a parcel "
             "with a printed label can be shipped."
         )
-    if not tracking_number.strip():
-        raise InvalidShipping("Enter the carrier's tracking number.")
+    carrier, tracking_number = checked_carrier(settings, carrier, tracking_number)
     transition_claim(session, claim, ClaimStatus.SHIPPED, actor=actor)
     stock.ship(session=session, actor=actor, items=shipment.items, reference=shipment.reference)
-    shipment.carrier, shipment.tracking_number = carrier.strip(), tracking_number.strip()
+    shipment.carrier, shipment.tracking_number = carrier, tracking_number
     shipment.shipped_at = utcnow()
     session.flush()
     maintainer = session.get(Maintainer, claim.maintainer_id)
@@ -209,6 +215,29 @@ def ship_parcel(
         ),
     )
     return shipment
+
+
+def checked_carrier(settings: Settings, carrier: str, tracking_number: str) -> tuple[str, str]:
+    """The carrier as the settings spell it ("dhl" is DHL, so its tracking link is found) and
+    the tracking number, trimmed; an unknown carrier or a number the parcel cannot keep is
+    refused."""
+    tracking = tracking_number.strip()
+    if not tracking:
+        raise InvalidShipping("Enter the carrier's tracking number.")
+    if len(tracking) > TRACKING_NUMBER_MAX_LENGTH:
+        raise InvalidShipping(
+            f"A tracking number has at most {TRACKING_NUMBER_MAX_LENGTH} characters; "
+            f"this one has {len(tracking):,}."
+        )
+    known = settings.carrier_named(carrier)
+    if not known:
+        named = carrier.strip()
+        named = named if len(named) <= 40 else f"{named[:40]}…"
+        raise InvalidShipping(
+            f"{named!r} is not a carrier we ship with; the carriers are "
+            f"{', '.join(settings.carriers)}."
+        )
+    return known, tracking
 
 
 def record_delivery(
@@ -306,8 +335,9 @@ def _csv_rows(text: str, header: list[str]) -> list[tuple[int, list[str]]]:
     ]
 
 
-def read_manifest(*, session: Session, text: str) -> list[ManifestLine]:
-    """Check a manifest CSV line by line, without changing anything (the preview)."""
+def read_manifest(*, session: Session, settings: Settings, text: str) -> list[ManifestLine]:
+    """Check a manifest CSV line by line, without changing anything (the preview). A line's
+    carrier is the settings' spelling of it."""
     lines = []
     seen: set[str] = set()
     for number, row in _csv_rows(text, ["reference", "carrier", "tracking_number"]):
@@ -318,6 +348,8 @@ def read_manifest(*, session: Session, text: str) -> list[ManifestLine]:
             problem = f"expected 3 columns (reference, carrier, tracking number), found {len(row)}"
         elif not carrier or not tracking:
             problem = "the carrier and the tracking number are both needed"
+        elif unusable := _carrier_problem(settings, carrier, tracking):
+            problem = unusable
         elif reference in seen:
             problem = "this parcel is listed twice"
         else:
@@ -329,15 +361,24 @@ def read_manifest(*, session: Session, text: str) -> list[ManifestLine]:
                 if claim.status != ClaimStatus.LABEL_PRINTED:
                     problem = f"the parcel is {_status(claim)}, not waiting to ship"
         seen.add(reference)
+        carrier = settings.carrier_named(carrier) or carrier
         lines.append(ManifestLine(number, reference, carrier, tracking, problem))
     return lines
+
+
+def _carrier_problem(settings: Settings, carrier: str, tracking_number: str) -> str:
+    try:
+        checked_carrier(settings, carrier, tracking_number)
+    except InvalidShipping as problem:
+        return problem.message
+    return ""
 
 
 def apply_manifest(
     *, session: Session, mailer: Mailer, settings: Settings, actor: Actor, text: str
 ) -> list[ManifestLine]:
     """Ship every good line of a manifest; bad lines are left as they are, with their reason."""
-    lines = read_manifest(session=session, text=text)
+    lines = read_manifest(session=session, settings=settings, text=text)
     for line in lines:
         if not line.problem:
             ship_parcel(

@@ -210,6 +210,11 @@ class ShipmentPurpose(enum.StrEnum):
     REPLACEMENT = "replacement"  # for a lost parcel or a damaged key, approved by programme staff
 
 
+# The longest tracking number a parcel keeps (shipment.tracking_number); carriers' names are
+# limited by the settings (CARRIER_NAME_MAX_LENGTH).
+TRACKING_NUMBER_MAX_LENGTH = 60
+
+
 class Shipment(SQLModel, table=True):
     """One parcel of a claim (the newest is the current one). The address is personal data,
     kept only as long as needed."""
@@ -229,7 +234,7 @@ class Shipment(SQLModel, table=True):
     address: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType, nullable=False)
     address_lines: list[str] = Field(default_factory=list, sa_type=JSONType, nullable=False)
     carrier: str = Field(default="", max_length=40)
-    tracking_number: str = Field(default="", max_length=60)
+    tracking_number: str = Field(default="", max_length=TRACKING_NUMBER_MAX_LENGTH)
     shipped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # What this parcel holds, {sku: quantity}: the claim's keys, or one key replacing a damaged one.

@@ -627,7 +627,9 @@ def manifest_preview() -> ResponseReturnValue:
     form = ManifestForm()
     if not form.validate_on_submit():
         return _render_shipping(LabelRunForm(formdata=None), manifest=form), 400
-    lines = fulfilment.read_manifest(session=get_session(), text=form.manifest.data)
+    lines = fulfilment.read_manifest(
+        session=get_session(), settings=get_settings(), text=form.manifest.data
+    )
     return render_template("distribution/manifest.html", lines=lines, form=form)
 
 
@@ -772,7 +774,10 @@ def _parcel_choices(parcels: list[fulfilment.QueuedParcel]) -> list[SelectChoice
 
 
 def _carriers() -> list[SelectChoice]:
-    return [SelectChoice(name, name) for name, _url in get_settings().carrier_tracking_urls]
+    # No carrier is preselected: a parcel must not leave "with DHL" because nobody chose.
+    return [SelectChoice("", "Choose a carrier…")] + [
+        SelectChoice(name, name) for name in get_settings().carriers
+    ]
 
 
 # The queue page lists this many parcels; "print all shown" takes every one the filter admits.

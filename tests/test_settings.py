@@ -115,11 +115,52 @@ def test_secret_is_not_in_the_repr():
         ({"KEYS_LOW_STOCK_ALERTS": "400,-1"}, "KEYS_LOW_STOCK_ALERTS must be positive"),
         ({"KEYS_PERSONAL_DATA_DAYS": "0"}, "KEYS_PERSONAL_DATA_DAYS must be between 1 and"),
         ({"KEYS_PERSONAL_DATA_DAYS": "a month"}, "KEYS_PERSONAL_DATA_DAYS must be a whole"),
+        ({"KEYS_CARRIER_TRACKING": "DHL=http://dhl.example/{tracking}"}, "Carrier=https://"),
+        ({"KEYS_CARRIER_TRACKING": "DHL=https://dhl.example/"}, "Carrier=https://"),
+        ({"KEYS_CARRIER_TRACKING": "=https://dhl.example/{tracking}"}, "Carrier=https://"),
+        (
+            {"KEYS_CARRIER_TRACKING": "DHL=https://a/{tracking}|dhl=https://b/{tracking}"},
+            "KEYS_CARRIER_TRACKING names the carrier 'dhl' twice",
+        ),
+        (
+            {"KEYS_CARRIER_TRACKING": "D" * 41 + "=https://a.example/{tracking}"},
+            "KEYS_CARRIER_TRACKING: a carrier's name has 1 to 40 characters",
+        ),
     ],
 )
 def test_malformed_values_are_named(env, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env({**PRODUCTION, **env})
+
+
+def test_carriers_and_their_tracking_pages_are_read_and_named_in_any_case():
+    settings = Settings.from_env(
+        {
+            **PRODUCTION,
+            "KEYS_CARRIER_TRACKING": (
+                "La Poste=https://www.laposte.fr/outils/suivre-vos-envois?code={tracking} | "
+                "DHL=https://dhl.example/track?id={tracking}&lang=en"
+            ),
+        }
+    )
+
+    assert settings.carriers == ("La Poste", "DHL")
+    assert settings.carrier_named(" la POSTE ") == "La Poste"
+    assert settings.carrier_named("UPS") == ""
+    assert (
+        settings.tracking_url("dhl", "00 34/5")
+        == "https://dhl.example/track?id=00%2034%2F5&lang=en"
+    )
+    assert settings.tracking_url("UPS", "1Z") == ""
+    assert Settings.from_env(PRODUCTION).carriers == ("DHL", "UPS", "FedEx")
+
+
+def test_settings_made_in_code_are_checked_for_carriers_too():
+    settings = Settings.from_env(PRODUCTION)
+    with pytest.raises(SettingsError, match="must name at least one carrier"):
+        settings.replace(carrier_tracking_urls=())
+    with pytest.raises(SettingsError, match="tracking page of DHL must be an https:// URL"):
+        settings.replace(carrier_tracking_urls=(("DHL", "https://dhl.example/"),))
 
 
 def test_loopback_http_is_allowed_for_local_production_runs():

@@ -8,7 +8,7 @@ from sqlmodel import select
 from db import AuditEvent
 from distribution import claims, fulfilment, stock
 from distribution.errors import ClaimLocked, InvalidShipping, ParcelNotFound
-from distribution.models import Claim
+from distribution.models import Claim, Shipment
 from mail import OutboxMailer, OutboxMessage
 from tests.factories import (
     ACTOR,
@@ -80,7 +80,7 @@ def test_a_manifest_ships_its_good_lines_and_explains_the_rest(session, settings
         f"{good},UPS,1Z2\n"
         "SKX,UPS\n"
     )
-    preview = fulfilment.read_manifest(session=session, text=text)
+    preview = fulfilment.read_manifest(session=session, settings=settings, text=text)
     assert [(line.line, bool(line.problem)) for line in preview] == [
         (2, False),
         (3, True),
@@ -108,10 +108,94 @@ def test_a_manifest_with_cr_line_ends_or_an_endless_cell_is_read_or_refused(
     print_labels(session, settings, [parcels[0].claim_id])
     text = f"reference,carrier,tracking_number\r{parcels[0].reference},UPS,1Z999AA10123456784\r"
 
-    preview = fulfilment.read_manifest(session=session, text=text)
+    preview = fulfilment.read_manifest(session=session, settings=settings, text=text)
     with pytest.raises(InvalidShipping, match="could not be read as CSV"):
         fulfilment.read_deliveries(session=session, text="SKX," + "9" * 200_000)
 
     assert [(line.line, line.reference, line.problem) for line in preview] == [
         (2, parcels[0].reference, "")
+    ]
+
+
+def test_a_manifest_line_the_parcel_cannot_keep_is_a_bad_line(session, settings, parcels):
+    # The shipment keeps a carrier in 40 characters and a tracking number in 60: PostgreSQL
+    # refused a longer one with a 500, SQLite kept it silently.
+    print_labels(session, settings, [s.claim_id for s in parcels])
+    long_carrier, long_tracking = "D" * 41, "1Z" + "9" * 59
+    text = (
+        f"{parcels[0].reference},{long_carrier},1Z999AA10123456784\n"
+        f"{parcels[1].reference},UPS,{long_tracking}\n"
+    )
+
+    preview = fulfilment.read_manifest(session=session, settings=settings, text=text)
+    fulfilment.apply_manifest(
+        session=session, mailer=OutboxMailer(), settings=settings, actor=ACTOR, text=text
+    )
+
+    assert [line.problem for line in preview] == [
+        f"'{'D' * 40}…' is not a carrier we ship with; the carriers are DHL, UPS, FedEx.",
+        "A tracking number has at most 60 characters; this one has 61.",
+    ]
+    session.expire_all()
+    assert [session.get(Claim, s.claim_id).status for s in parcels] == ["label_printed"] * 2
+    assert all(s.tracking_number == "" for s in session.exec(select(Shipment)).all())
+
+
+def test_a_manifest_matches_carriers_in_any_case_and_refuses_unknown_ones(
+    session, settings, parcels
+):
+    # "dhl" shipped with no tracking link in the email and no warning; "Hermes" too.
+    print_labels(session, settings, [s.claim_id for s in parcels])
+    text = (
+        "reference,carrier,tracking_number\n"
+        f"{parcels[0].reference}, dhl ,00340434161234567890\n"
+        f"{parcels[1].reference},Hermes,H1234\n"
+    )
+
+    preview = fulfilment.read_manifest(session=session, settings=settings, text=text)
+    fulfilment.apply_manifest(
+        session=session, mailer=OutboxMailer(), settings=settings, actor=ACTOR, text=text
+    )
+
+    assert [(line.carrier, line.problem) for line in preview] == [
+        ("DHL", ""),
+        ("Hermes", "'Hermes' is not a carrier we ship with; the carriers are DHL, UPS, FedEx."),
+    ]
+    session.expire_all()
+    shipped = session.get(Shipment, parcels[0].id)
+    assert (shipped.carrier, shipped.tracking_number) == ("DHL", "00340434161234567890")
+    assert session.get(Claim, parcels[1].claim_id).status == "label_printed"
+    mail = session.exec(
+        select(OutboxMessage).where(OutboxMessage.purpose == "parcel_shipped")
+    ).one()
+    assert "left with DHL" in mail.body and "tracking-id=00340434161234567890" in mail.body
+
+
+def test_shipping_one_parcel_names_its_carrier_as_the_settings_do(session, settings, parcels):
+    print_labels(session, settings, [s.claim_id for s in parcels])
+    with pytest.raises(InvalidShipping, match="'Pigeon' is not a carrier we ship with"):
+        ship(session, settings, parcels[0].reference, carrier="Pigeon")
+    with pytest.raises(InvalidShipping, match="at most 60 characters"):
+        ship(session, settings, parcels[0].reference, carrier="UPS", tracking_number="9" * 61)
+
+    shipped = ship(session, settings, parcels[0].reference, carrier="fedEX")
+
+    assert shipped.carrier == "FedEx"
+    mail = session.exec(
+        select(OutboxMessage).where(OutboxMessage.purpose == "parcel_shipped")
+    ).one()
+    assert "https://www.fedex.com/fedextrack/?trknbr=00340434161234567890" in mail.body
+
+
+def test_a_delivery_line_naming_no_parcel_is_a_bad_line_whatever_its_length(
+    session, settings, parcels
+):
+    # The reference is only looked up, never stored: an endless one is just not found.
+    text = f"{'SK' + 'X' * 5000},2026-11-21\n{parcels[0].reference},2026-11-21\n"
+
+    preview = fulfilment.read_deliveries(session=session, text=text)
+
+    assert [line.problem for line in preview] == [
+        f"No parcel has the reference {'SK' + 'X' * 38!r}.",
+        "the parcel is redeemed, not on its way",
     ]

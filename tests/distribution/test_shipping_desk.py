@@ -342,3 +342,35 @@ def test_the_maintainer_corrects_the_address_of_a_returned_parcel(client, sessio
     current = session.exec(select(Shipment).order_by(Shipment.id.desc())).first()
     assert current.purpose == "reship" and current.reference != parcel.reference
     assert session.get(Claim, parcel.claim_id).status == "redeemed"
+
+
+def test_the_ship_form_makes_staff_choose_a_carrier(shipping, session, settings):
+    # It preselected DHL: a parcel scanned in a hurry left "with DHL" whatever carried it.
+    stock_famous_project(session, {USB_A: 2, USB_C: 2})
+    _person, parcel = redeem_parcel(session, settings)
+    print_labels(session, settings, [parcel.claim_id])
+    desk = text(shipping.get("/staff/shipping"))
+    select_tag = desk.split('name="carrier"', 1)[1].split("</select>", 1)[0]
+    token = csrf_token(shipping, "/staff/shipping")
+
+    def ship_with(carrier):
+        return shipping.post(
+            "/staff/shipping/ship",
+            data={
+                "reference": parcel.reference,
+                "carrier": carrier,
+                "tracking_number": "1Z999AA10123456784",
+                "csrf_token": token,
+            },
+        )
+
+    unchosen, unknown, chosen = ship_with(""), ship_with("Hermes"), ship_with("UPS")
+
+    assert " required" in select_tag.split(">", 1)[0]
+    assert '><option value="">Choose a carrier…</option><option value="DHL">' in select_tag
+    assert "selected" not in select_tag
+    assert unchosen.status_code == 400 and "Choose the carrier." in text(unchosen)
+    assert unknown.status_code == 400 and "Not a valid choice." in text(unknown)
+    assert chosen.status_code == 302
+    session.expire_all()
+    assert session.get(Shipment, parcel.id).carrier == "UPS"
