@@ -384,3 +384,44 @@ def test_every_exception_is_on_the_maintainers_claim(client, session, settings, 
     assert "your parcel was lost in transit" in page
     assert "A replacement is waiting for approval." in page
     assert session.exec(select(ParcelException)).one().kind == "lost"
+
+
+def test_a_declined_replacement_is_the_next_step_the_maintainer_sees(
+    client, session, settings, stocked
+):
+    # The page said "We will send a replacement" beside "We could not send a replacement".
+    from tests.factories import sign_in_as
+
+    person, parcel = shipped_parcel(session, settings)
+    lost = exceptions.mark_lost(
+        session=session,
+        mailer=OutboxMailer(),
+        actor=ACTOR,
+        reference=parcel.reference,
+        reason="gone",
+    )
+    sign_in_as(client, person)
+    waiting = next_step(client.get("/claim").get_data(as_text=True))
+    exceptions.decline_replacement(
+        session=session,
+        mailer=OutboxMailer(),
+        actor=ACTOR,
+        exception_id=lost.id,
+        note="It was delivered to your neighbour.",
+    )
+
+    page = client.get("/claim").get_data(as_text=True)
+
+    assert "We will send a replacement and email you when it leaves." in waiting
+    assert next_step(page) == (
+        "We could not send a replacement; the reason is below. Reply to our email if you have "
+        "a question."
+    )
+    assert "We will send a replacement" not in page
+    assert "We could not send a replacement: It was delivered to your neighbour." in page
+
+
+def next_step(page):
+    """The text of My claim's "What happens next"."""
+    section = page.split('data-testid="next-step"', 1)[1].split("</section>", 1)[0]
+    return " ".join(section.split("<p>", 1)[1].split("</p>", 1)[0].split())
