@@ -4,15 +4,21 @@
   the maintainer is asked to correct the address, which sends a new parcel through the queue.
 - Lost: the parcel's keys left the ledger when it shipped, so nothing moves; the loss is written
   off with its reason, and a replacement waits for ``programme`` staff.
-- Damaged: one key of a delivered parcel is broken; a replacement of that one key waits for
-  ``programme`` staff.
+- Damaged: keys of a delivered parcel arrived broken. A report names the parcel they came in
+  (any delivered parcel of the claim, not only the newest), the model and how many, up to that
+  parcel's keys of that model not reported already; each key is one exception. A replacement of
+  those keys waits for ``programme`` staff.
 An approved replacement draws new stock (refused, with the reason, when there is none) and goes
-through the queue like any parcel. Every step is audited and shown on the maintainer's claim.
+through the queue like any parcel, to the claim's newest address. What waits for a decision on one
+claim (a lost parcel, or every damaged key reported since the last decision) is decided at once
+and travels in one parcel. Every step is audited and shown on the maintainer's claim.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
@@ -20,9 +26,9 @@ from sqlmodel import Session, col, select
 from accounts.models import Maintainer
 from db import Actor, record_event, utcnow
 from distribution import burn_down, stock
-from distribution.claims import new_shipment_reference, transition_claim
+from distribution.claims import new_shipment_reference, shipment_of, transition_claim
 from distribution.errors import ClaimLocked, InvalidShipping, NoKeysLeft, ParcelNotFound
-from distribution.fulfilment import find_current_parcel
+from distribution.fulfilment import current_shipments, find_current_parcel, find_parcel
 from distribution.models import (
     Claim,
     ClaimStatus,
@@ -38,15 +44,22 @@ from settings import Settings
 
 @dataclass(frozen=True)
 class OpenReplacement:
-    """A replacement waiting for programme staff, with what they need to decide."""
+    """A claim's replacement waiting for programme staff, with what they need to decide: the
+    reports it answers (each with the parcel it concerns) and the parcel whose address it
+    goes to."""
 
-    exception: ParcelException
     claim: Claim
-    shipment: Shipment
+    reports: list[tuple[ParcelException, Shipment]]
+    destination: Shipment
+
+    @property
+    def exception(self) -> ParcelException:
+        """The first report; a decision sent about it decides the others too."""
+        return self.reports[0][0]
 
     @property
     def items(self) -> dict[str, int]:
-        return replacement_items(self.exception, self.shipment)
+        return _together(replacement_items(e, shipment) for e, shipment in self.reports)
 
 
 def mark_returned(
@@ -65,7 +78,7 @@ def mark_returned(
     stock.take_back(
         session=session, actor=actor, items=shipment.items, reference=shipment.reference
     )
-    exception = _record(
+    [exception] = _record(
         session,
         actor,
         claim,
@@ -96,7 +109,7 @@ def mark_lost(
     reason = _reason(reason, "Say why the parcel counts as lost (the carrier's answer, say).")
     claim, shipment = _shipped_parcel(session, reference)
     transition_claim(session, claim, ClaimStatus.LOST, actor=actor)
-    exception = _record(
+    [exception] = _record(
         session,
         actor,
         claim,
@@ -120,22 +133,43 @@ def mark_lost(
 
 
 def report_damaged(
-    *, session: Session, actor: Actor, reference: str, sku: str, reason: str
-) -> ParcelException:
-    """One key of a delivered parcel arrived broken: a replacement of that key is requested."""
+    *, session: Session, actor: Actor, reference: str, sku: str, reason: str, quantity: int = 1
+) -> list[ParcelException]:
+    """Keys of one model in a delivered parcel arrived broken: a replacement of each is
+    requested (one exception a key). The parcel may be any delivered parcel of the claim; keys
+    reported already (their replacement requested or approved) cannot be reported again."""
     reason = _reason(reason, "Describe the damage (a few words).")
-    claim, shipment = find_current_parcel(session=session, reference=reference)
+    claim, shipment = find_parcel(session=session, reference=reference)
+    # Two reports about the same keys wait for each other (a row lock on PostgreSQL).
+    session.exec(
+        select(Claim).where(Claim.id == claim.id).with_for_update(),
+        execution_options={"populate_existing": True},
+    ).one()
     if claim.status not in (ClaimStatus.DELIVERED, ClaimStatus.ACTIVATED):
         raise ClaimLocked(
-            f"Parcel {shipment.reference} is {claim.status.replace('_', ' ')}: a damaged key "
-            "is reported once the parcel is delivered (record the delivery first)."
+            f"Claim {claim.id} is {claim.status.replace('_', ' ')}: a damaged key is reported "
+            "once its newest parcel is delivered (record the delivery first)."
+        )
+    if shipment.delivered_at is None:
+        raise ClaimLocked(
+            f"Parcel {shipment.reference} was never delivered: report a damaged key on the "
+            "parcel it came in."
         )
     if sku not in shipment.items:
         held = ", ".join(sorted(shipment.items)) or "no keys"
         raise InvalidShipping(f"Parcel {shipment.reference} held {held}, not {sku}.")
-    if _open_request(session, claim):
-        raise ClaimLocked("A replacement for this claim is waiting for approval already.")
-    _refuse_erased(shipment)
+    left = keys_not_replaced(session=session, shipment=shipment).get(sku, 0)
+    if not left:
+        raise ClaimLocked(
+            f"Every {sku} key of parcel {shipment.reference} was reported damaged already: its "
+            "replacement is requested or approved."
+        )
+    if not 1 <= quantity <= left:
+        raise InvalidShipping(
+            f"Parcel {shipment.reference} has {left} {sku} key(s) not reported damaged yet: "
+            f"report between 1 and {left}."
+        )
+    _refuse_erased(_newest(session, claim))
     return _record(
         session,
         actor,
@@ -145,7 +179,38 @@ def report_damaged(
         reason=reason,
         replacement=Replacement.REQUESTED,
         sku=sku,
+        quantity=quantity,
     )
+
+
+def keys_not_replaced(*, session: Session, shipment: Shipment) -> dict[str, int]:
+    """The keys of a parcel, by model, that no damage report covers yet (a declined report
+    covers nothing: the key may be reported again)."""
+    reported = Counter(
+        session.exec(
+            select(ParcelException.sku).where(
+                ParcelException.shipment_id == shipment.id,
+                ParcelException.kind == ExceptionKind.DAMAGED.value,
+                col(ParcelException.replacement).in_(
+                    (Replacement.REQUESTED.value, Replacement.APPROVED.value)
+                ),
+            )
+        ).all()
+    )
+    return {sku: n - reported[sku] for sku, n in shipment.items.items() if n > reported[sku]}
+
+
+def damage_reportable(*, session: Session, claim: Claim, shipment: Shipment) -> dict[str, int]:
+    """The keys of this parcel that can be reported damaged now, by model: none unless the
+    parcel was delivered, the claim has nothing on its way, and an address is left to send a
+    replacement to."""
+    if (
+        claim.status not in (ClaimStatus.DELIVERED, ClaimStatus.ACTIVATED)
+        or shipment.delivered_at is None
+        or _newest(session, claim).personal_data_erased_at is not None
+    ):
+        return {}
+    return keys_not_replaced(session=session, shipment=shipment)
 
 
 def approve_replacement(
@@ -158,10 +223,12 @@ def approve_replacement(
     note: str = "",
 ) -> Shipment:
     """Programme staff approve a replacement: new stock is allocated and a new parcel joins the
-    queue, to the same address."""
-    exception, claim, lost = _requested(session, exception_id)
+    queue, to the claim's newest address. Every report of the claim waiting for a decision is
+    approved with it, and its keys travel in that parcel."""
+    reports, claim = _requested(session, exception_id)
+    lost = _newest(session, claim)
     _refuse_erased(lost)
-    items = replacement_items(exception, lost)
+    items = _together(replacement_items(e, shipment) for e, shipment in reports)
     try:
         stock.allocate(session=session, items=items, reserved=0)
     except NoKeysLeft:
@@ -187,9 +254,9 @@ def approve_replacement(
     session.add(parcel)
     session.flush()
     transition_claim(session, claim, ClaimStatus.REDEEMED, actor=actor)
-    _decide(session, actor, exception, Replacement.APPROVED, note)
-    exception.replacement_shipment_id = parcel.id
-    session.flush()
+    for exception, _shipment in reports:
+        exception.replacement_shipment_id = parcel.id
+        _decide(session, actor, exception, Replacement.APPROVED, note)
     burn_down.alert_if_low(session=session, mailer=mailer, settings=settings)
     _tell(
         session,
@@ -208,10 +275,12 @@ def approve_replacement(
 def decline_replacement(
     *, session: Session, mailer: Mailer, actor: Actor, exception_id: int, note: str
 ) -> ParcelException:
-    """Programme staff decline a replacement, with the reason the maintainer is told."""
+    """Programme staff decline a replacement (every report of the claim waiting for a
+    decision), with the reason the maintainer is told."""
     note = _reason(note, "Say why the replacement is declined: the maintainer is told.")
-    exception, claim, _shipment = _requested(session, exception_id)
-    _decide(session, actor, exception, Replacement.DECLINED, note)
+    reports, claim = _requested(session, exception_id)
+    for exception, _shipment in reports:
+        _decide(session, actor, exception, Replacement.DECLINED, note)
     _tell(
         session,
         mailer,
@@ -219,7 +288,7 @@ def decline_replacement(
         subject="About your replacement keys",
         body=f"We cannot send a replacement: {note}\n\nReply to this email with any question.\n",
     )
-    return exception
+    return reports[0][0]
 
 
 def replacement_items(exception: ParcelException, shipment: Shipment) -> dict[str, int]:
@@ -229,8 +298,15 @@ def replacement_items(exception: ParcelException, shipment: Shipment) -> dict[st
     return dict(shipment.items)
 
 
+def _together(items: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for each in items:
+        total.update(each)
+    return dict(total)
+
+
 def open_replacements(*, session: Session) -> list[OpenReplacement]:
-    """Replacements waiting for programme staff, oldest first."""
+    """Replacements waiting for programme staff, one per claim, oldest first."""
     rows = session.exec(
         select(ParcelException, Claim, Shipment)
         .join(Claim, col(Claim.id) == ParcelException.claim_id)
@@ -238,7 +314,21 @@ def open_replacements(*, session: Session) -> list[OpenReplacement]:
         .where(ParcelException.replacement == Replacement.REQUESTED.value)
         .order_by(col(ParcelException.id))
     ).all()
-    return [OpenReplacement(*row) for row in rows]
+    claims: dict[int, Claim] = {}
+    reports: dict[int, list[tuple[ParcelException, Shipment]]] = {}
+    for exception, claim, shipment in rows:
+        claims[exception.claim_id] = claim
+        reports.setdefault(exception.claim_id, []).append((exception, shipment))
+    newest = {
+        shipment.claim_id: shipment
+        for shipment in session.exec(
+            select(Shipment).where(
+                col(Shipment.claim_id).in_(list(claims)),
+                col(Shipment.id).in_(current_shipments()),
+            )
+        ).all()
+    }
+    return [OpenReplacement(claims[i], reports[i], newest[i]) for i in reports]
 
 
 def exceptions_of(*, session: Session, claim: Claim) -> list[ParcelException]:
@@ -272,25 +362,33 @@ def _refuse_erased(shipment: Shipment) -> None:
         )
 
 
-def _open_request(session: Session, claim: Claim) -> ParcelException | None:
-    return session.exec(
-        select(ParcelException).where(
-            ParcelException.claim_id == claim.id,
-            ParcelException.replacement == Replacement.REQUESTED.value,
-        )
-    ).first()
+def _newest(session: Session, claim: Claim) -> Shipment:
+    shipment = shipment_of(session=session, claim=claim)
+    assert shipment is not None  # a claim with a parcel exception has parcels
+    return shipment
 
 
-def _requested(session: Session, exception_id: int) -> tuple[ParcelException, Claim, Shipment]:
+def _requested(
+    session: Session, exception_id: int
+) -> tuple[list[tuple[ParcelException, Shipment]], Claim]:
+    """The reports of the claim that wait for a decision (the given one among them)."""
     exception = session.get(ParcelException, exception_id)
     if exception is None:
         raise ParcelNotFound("There is no such replacement request.")
     if exception.replacement != Replacement.REQUESTED:
         raise ClaimLocked(f"This replacement was {exception.replacement} already.")
     claim = session.get(Claim, exception.claim_id)
-    shipment = session.get(Shipment, exception.shipment_id)
-    assert claim is not None and shipment is not None  # foreign keys guarantee them
-    return exception, claim, shipment
+    assert claim is not None  # a foreign key guarantees it
+    reports = session.exec(
+        select(ParcelException, Shipment)
+        .join(Shipment, col(Shipment.id) == ParcelException.shipment_id)
+        .where(
+            ParcelException.claim_id == claim.id,
+            ParcelException.replacement == Replacement.REQUESTED.value,
+        )
+        .order_by(col(ParcelException.id))
+    ).all()
+    return [(e, shipment) for e, shipment in reports], claim
 
 
 def _record(
@@ -303,18 +401,24 @@ def _record(
     reason: str,
     replacement: Replacement,
     sku: str | None = None,
-) -> ParcelException:
-    exception = ParcelException(
-        claim_id=claim.id,  # type: ignore[arg-type]
-        shipment_id=shipment.id,  # type: ignore[arg-type]
-        kind=kind.value,
-        reason=reason[:1000],
-        sku=sku,
-        reported_at=utcnow(),
-        reported_by=actor.label,
-        replacement=replacement.value,
-    )
-    session.add(exception)
+    quantity: int = 1,
+) -> list[ParcelException]:
+    """The exceptions of one report (one a damaged key; one for a whole parcel), audited once."""
+    now = utcnow()
+    reported = [
+        ParcelException(
+            claim_id=claim.id,  # type: ignore[arg-type]
+            shipment_id=shipment.id,  # type: ignore[arg-type]
+            kind=kind.value,
+            reason=reason[:1000],
+            sku=sku,
+            reported_at=now,
+            reported_by=actor.label,
+            replacement=replacement.value,
+        )
+        for _ in range(quantity)
+    ]
+    session.add_all(reported)
     session.flush()
     record_event(
         session=session,
@@ -324,12 +428,14 @@ def _record(
         subject_id=claim.id,
         details={
             "shipment": shipment.reference,
-            "reason": exception.reason,
+            "reason": reason[:1000],
             "sku": sku,
             "replacement": replacement.value,
+            **({"quantity": quantity} if sku else {}),
+            "exceptions": [exception.id for exception in reported],
         },
     )
-    return exception
+    return reported
 
 
 def _decide(

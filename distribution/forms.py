@@ -295,6 +295,15 @@ class NoteForm(FlaskForm):
 
 class DamagedKeyForm(ReasonForm):
     sku = SelectField("Damaged key", validators=[DataRequired("Choose the damaged key.")])
+    # At most the parcel's keys of that model not reported yet: the service says how many.
+    quantity = WholeNumberField(
+        "How many keys of that model",
+        default=1,
+        validators=[
+            DataRequired("Enter how many keys of that model arrived damaged."),
+            NumberRange(min=1, max=10, message="Between 1 and 10."),
+        ],
+    )
 
 
 class DeliveriesForm(FlaskForm):

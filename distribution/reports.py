@@ -438,10 +438,13 @@ def programme_report(
         expiring_codes=len(soon),
         expiring_by_day=sorted(by_day.items()),
         open_appeals=_count(session, Appeal, col(Appeal.status) == AppealStatus.OPEN.value),
-        open_replacements=_count(
-            session,
-            ParcelException,
-            col(ParcelException.replacement) == Replacement.REQUESTED.value,
+        # Per claim, as the replacements page lists them (a damaged key is one row each).
+        open_replacements=int(
+            session.execute(
+                sa.select(sa.func.count(sa.distinct(col(ParcelException.claim_id)))).where(
+                    col(ParcelException.replacement) == Replacement.REQUESTED.value
+                )
+            ).scalar_one()
         ),
         awaiting_address=sum(1 for c in claims if c.status == ClaimStatus.RETURNED),
         taken_at=now,

@@ -543,14 +543,16 @@ def _lost(session: Session, actor: Actor, reference: str, form: FlaskForm) -> st
 
 
 def _damaged(session: Session, actor: Actor, reference: str, form: FlaskForm) -> str:
-    exceptions.report_damaged(
+    damaged = cast(DamagedKeyForm, form)
+    reported = exceptions.report_damaged(
         session=session,
         actor=actor,
         reference=reference,
-        sku=cast(DamagedKeyForm, form).sku.data,
+        sku=damaged.sku.data,
+        quantity=damaged.quantity.data,
         reason=_reason(form),
     )
-    return "Damaged key recorded; its replacement waits for programme staff."
+    return f"{len(reported)} damaged key(s) recorded; the replacement waits for programme staff."
 
 
 def _reason(form: FlaskForm) -> str:
@@ -592,6 +594,9 @@ def _render_parcel(reference: str, **given: FlaskForm) -> str:
         parcels=claims.shipments_of(session=session, claim=claim),
         timeline=claims.timeline(session=session, claim=claim),
         exceptions=exceptions.exceptions_of(session=session, claim=claim),
+        damage_reportable=exceptions.damage_reportable(
+            session=session, claim=claim, shipment=shipment
+        ),
         forms=forms,
         model_names={m.sku: m.name for m in stock.key_models(session=session)},
     )

@@ -21,6 +21,7 @@ from tests.factories import (
     USB_A,
     USB_C,
     print_labels,
+    receive_keys,
     redeem_parcel,
     ship,
     shipped_parcel,
@@ -53,6 +54,10 @@ def figures(session):
 
 def mails(session, purpose="parcel_exception"):
     return [m.subject for m in session.exec(select(OutboxMessage)).all() if m.purpose == purpose]
+
+
+def claim_exceptions(session, claim_id):
+    return exceptions.exceptions_of(session=session, claim=session.get(Claim, claim_id))
 
 
 def status(session, claim_id):
@@ -110,6 +115,15 @@ def test_a_returned_parcel_is_kept_for_its_maintainer_and_sent_again(session, se
     claim = session.get(Claim, parcel.claim_id)
     assert [e.kind for e in exceptions.exceptions_of(session=session, claim=claim)] == ["returned"]
     assert figures(session) == (6, 2, 4)
+    event = session.exec(select(AuditEvent).where(AuditEvent.action == "parcel.returned")).one()
+    assert (event.subject_kind, event.subject_id) == ("claim", str(parcel.claim_id))
+    assert event.details == {
+        "shipment": parcel.reference,
+        "reason": "Addressee unknown",
+        "sku": None,
+        "replacement": "not_needed",
+        "exceptions": [claim_exceptions(session, parcel.claim_id)[0].id],
+    }
 
 
 def test_a_returned_claim_can_be_given_up_and_its_keys_go_back(session, settings, stocked):
@@ -250,12 +264,12 @@ def test_a_damaged_key_is_replaced_one_for_one(session, settings, stocked):
             session=session, actor=ACTOR, reference=parcel.reference, sku="NOPE", reason="cracked"
         )
 
-    damaged = exceptions.report_damaged(
+    [damaged] = exceptions.report_damaged(
         session=session, actor=ACTOR, reference=parcel.reference, sku=USB_C, reason="Cracked case"
     )
-    with pytest.raises(ClaimLocked, match="waiting for approval already"):
+    with pytest.raises(ClaimLocked, match="Every TITAN-USB-C-NFC key of parcel .* reported"):
         exceptions.report_damaged(
-            session=session, actor=ACTOR, reference=parcel.reference, sku=USB_A, reason="too"
+            session=session, actor=ACTOR, reference=parcel.reference, sku=USB_C, reason="again"
         )
     assert status(session, parcel.claim_id) == "delivered"
     replacement = exceptions.approve_replacement(
@@ -425,3 +439,128 @@ def next_step(page):
     """The text of My claim's "What happens next"."""
     section = page.split('data-testid="next-step"', 1)[1].split("</section>", 1)[0]
     return " ".join(section.split("<p>", 1)[1].split("</p>", 1)[0].split())
+
+
+def delivered_parcel(session, settings, *, items=None):
+    person, parcel = shipped_parcel(session, settings, items=items)
+    fulfilment.record_delivery(session=session, actor=ACTOR, reference=parcel.reference)
+    return person, parcel
+
+
+def replace(session, settings, exception):
+    return exceptions.approve_replacement(
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        exception_id=exception.id,
+    )
+
+
+def test_the_other_original_key_can_be_reported_after_one_was_replaced(session, settings, stocked):
+    # It was refused: the first parcel was "replaced by a newer parcel", and the replacement
+    # holds only the other model.
+    _person, first = delivered_parcel(session, settings)
+    [usb_c] = exceptions.report_damaged(
+        session=session, actor=ACTOR, reference=first.reference, sku=USB_C, reason="Cracked"
+    )
+    second = replace(session, settings, usb_c)
+    with pytest.raises(ClaimLocked, match="once its newest parcel is delivered"):
+        exceptions.report_damaged(
+            session=session, actor=ACTOR, reference=first.reference, sku=USB_A, reason="Bent"
+        )
+    print_labels(session, settings, [first.claim_id])
+    ship(session, settings, second.reference, tracking_number="2")
+    fulfilment.record_delivery(session=session, actor=ACTOR, reference=second.reference)
+
+    [usb_a] = exceptions.report_damaged(
+        session=session, actor=ACTOR, reference=first.reference, sku=USB_A, reason="Bent plug"
+    )
+    with pytest.raises(ClaimLocked, match="Every TITAN-USB-C-NFC key of parcel"):
+        exceptions.report_damaged(
+            session=session, actor=ACTOR, reference=first.reference, sku=USB_C, reason="again"
+        )
+    third = replace(session, settings, usb_a)
+
+    assert (usb_a.shipment_id, usb_a.sku) == (first.id, USB_A)
+    assert third.items == {USB_A: 1} and third.address_lines == first.address_lines
+    assert exceptions.keys_not_replaced(session=session, shipment=first) == {}
+    assert exceptions.keys_not_replaced(session=session, shipment=second) == {USB_C: 1}
+    assert figures(session) == (3, 1, 2)  # the second parcel left; the third is allocated
+
+
+def test_several_damaged_keys_are_reported_together_and_replaced_in_one_parcel(
+    session, settings, stocked
+):
+    _person, parcel = delivered_parcel(session, settings, items={USB_A: 2})
+    with pytest.raises(InvalidShipping, match="has 2 TITAN-USB-A-NFC key.* between 1 and 2"):
+        exceptions.report_damaged(
+            session=session,
+            actor=ACTOR,
+            reference=parcel.reference,
+            sku=USB_A,
+            reason="Crushed",
+            quantity=3,
+        )
+
+    both = exceptions.report_damaged(
+        session=session,
+        actor=ACTOR,
+        reference=parcel.reference,
+        sku=USB_A,
+        reason="Crushed in transit",
+        quantity=2,
+    )
+
+    assert [(e.kind, e.sku, e.replacement) for e in both] == [("damaged", USB_A, "requested")] * 2
+    event = session.exec(select(AuditEvent).where(AuditEvent.action == "parcel.damaged")).one()
+    assert event.details == {
+        "shipment": parcel.reference,
+        "reason": "Crushed in transit",
+        "sku": USB_A,
+        "replacement": "requested",
+        "quantity": 2,
+        "exceptions": [e.id for e in both],
+    }
+    [waiting] = exceptions.open_replacements(session=session)
+    assert waiting.items == {USB_A: 2}
+    receive_keys(session, {USB_A: 1}, "MORE")  # one USB-A key was left
+    replacement = replace(session, settings, both[1])
+    assert replacement.items == {USB_A: 2}
+    session.expire_all()
+    assert {(e.replacement, e.replacement_shipment_id) for e in both} == {
+        ("approved", replacement.id)
+    }
+    approvals = session.exec(
+        select(AuditEvent).where(AuditEvent.action == "parcel.replacement_approved")
+    ).all()
+    assert sorted(a.details["exception"] for a in approvals) == sorted(e.id for e in both)
+    assert figures(session) == (5, 2, 3)
+
+
+def test_damaged_keys_of_both_models_wait_for_one_decision(session, settings, stocked):
+    _person, parcel = delivered_parcel(session, settings)
+    [usb_a] = exceptions.report_damaged(
+        session=session, actor=ACTOR, reference=parcel.reference, sku=USB_A, reason="Bent"
+    )
+    [usb_c] = exceptions.report_damaged(
+        session=session, actor=ACTOR, reference=parcel.reference, sku=USB_C, reason="Cracked"
+    )
+
+    [waiting] = exceptions.open_replacements(session=session)
+    exceptions.decline_replacement(
+        session=session,
+        mailer=OutboxMailer(),
+        actor=ACTOR,
+        exception_id=usb_c.id,
+        note="Cosmetic damage only: the keys work.",
+    )
+
+    assert [e.id for e, _parcel in waiting.reports] == [usb_a.id, usb_c.id]
+    assert waiting.items == {USB_A: 1, USB_C: 1}
+    session.expire_all()
+    assert [e.replacement for e in claim_exceptions(session, parcel.claim_id)] == ["declined"] * 2
+    assert mails(session) == ["About your replacement keys"]  # one decision, one email
+    # A declined key may be reported again (with better evidence, say).
+    assert exceptions.keys_not_replaced(session=session, shipment=parcel) == {USB_A: 1, USB_C: 1}
+    assert status(session, parcel.claim_id) == "delivered" and figures(session) == (4, 0, 4)

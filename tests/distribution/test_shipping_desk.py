@@ -12,8 +12,8 @@ from sqlmodel import select
 
 from accounts.models import StaffRole
 from app import create_app
-from db import get_database
-from distribution import exceptions, label_runs
+from db import AuditEvent, get_database
+from distribution import exceptions, fulfilment, label_runs
 from distribution.models import Claim, LabelRun, ParcelException, Shipment
 from mail import OutboxMailer
 from tests.conftest import make_settings
@@ -25,6 +25,7 @@ from tests.factories import (
     make_staff,
     print_labels,
     redeem_parcel,
+    ship,
     shipped_parcel,
     sign_in_as,
     stock_famous_project,
@@ -234,7 +235,7 @@ def test_shipped_parcels_are_returned_lost_or_delivered_from_their_page(
     ]
     assert "came back to us" in mailbox.messages[-2]["Subject"]
     assert "Returned to sender" in text(shipping.get(back))
-    assert "Request a replacement key" in text(shipping.get(arrived))
+    assert "Request replacement keys" in text(shipping.get(arrived))
 
 
 def test_programme_staff_approve_or_decline_replacements(client, session, settings):
@@ -374,3 +375,59 @@ def test_the_ship_form_makes_staff_choose_a_carrier(shipping, session, settings)
     assert chosen.status_code == 302
     session.expire_all()
     assert session.get(Shipment, parcel.id).carrier == "UPS"
+
+
+def test_damaged_keys_are_reported_on_the_parcel_they_came_in(shipping, client, session, settings):
+    stock_famous_project(session, {USB_A: 6, USB_C: 6})
+    person, first = shipped_parcel(session, settings, items={USB_A: 1, USB_C: 1})
+    fulfilment.record_delivery(session=session, actor=ACTOR, reference=first.reference)
+    [usb_c] = exceptions.report_damaged(
+        session=session, actor=ACTOR, reference=first.reference, sku=USB_C, reason="Cracked"
+    )
+    second = exceptions.approve_replacement(
+        session=session,
+        mailer=OutboxMailer(),
+        settings=settings,
+        actor=ACTOR,
+        exception_id=usb_c.id,
+    )
+    print_labels(session, settings, [first.claim_id])
+    ship(session, settings, second.reference, tracking_number="2")
+    fulfilment.record_delivery(session=session, actor=ACTOR, reference=second.reference)
+    path = f"/staff/shipping/parcels/{first.reference}"
+
+    page = text(shipping.get(path))
+    token = csrf_token(shipping, path)
+    too_many = shipping.post(
+        f"{path}/damaged",
+        data={"sku": USB_A, "quantity": "2", "reason": "Bent", "csrf_token": token},
+    )
+    reported = shipping.post(
+        f"{path}/damaged",
+        data={"sku": USB_A, "quantity": "1", "reason": "Bent plug", "csrf_token": token},
+    )
+
+    assert "Request replacement keys" in page
+    assert "not reported damaged yet: Titan Security Key USB-A/NFC × 1." in page
+    assert too_many.status_code == 400
+    assert f"Parcel {first.reference} has 1 TITAN-USB-A-NFC key(s) not reported" in text(too_many)
+    assert reported.status_code == 302
+    assert "Request replacement keys" not in text(shipping.get(path))  # nothing left to report
+    event = session.exec(
+        select(AuditEvent)
+        .where(AuditEvent.action == "parcel.damaged")
+        .order_by(AuditEvent.id.desc())
+    ).first()
+    assert (event.subject_id, event.details["shipment"], event.details["sku"]) == (
+        str(first.claim_id),
+        first.reference,
+        USB_A,
+    )
+    assert event.details["quantity"] == 1 and event.actor_kind == "staff"
+    sign_in_as(client, person)
+    claim_page = text(client.get("/claim"))
+    assert "a damaged key was reported (Titan Security Key USB-C/NFC)." in claim_page
+    assert (
+        "a damaged key was reported (Titan Security Key USB-A/NFC). A replacement is waiting"
+        in (" ".join(claim_page.split()))
+    )
