@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -236,56 +236,91 @@ def _print(report: Mapping[str, object], as_json: bool, summary: str) -> None:
 @_JSON
 @with_appcontext
 def labels_command(status: str, layout: Layout | None, out: Path, as_json: bool) -> None:
-    """Print the labels and packing slips of every claim in STATUS into one PDF.
+    """Print the labels and packing slips of every claim in STATUS into one PDF, OUT.
 
-    Claims move to label_printed only once the whole PDF is written.
+    OUT is opened before anything changes, so a path that cannot be written is refused first.
+    Claims move to label_printed once the run's PDF is complete and stored; OUT is written
+    after that. Should writing it still fail, the PDF stays downloadable from the run's page,
+    which the error names. Progress goes to stderr: a bar on a terminal, otherwise a line a
+    chunk of pages.
     """
     settings, database = get_settings(), get_database()
     reprint = status == ClaimStatus.LABEL_PRINTED
-    with reported_as_cli_error(), database.transaction() as session:
-        parcels = (
-            fulfilment.parcels_with_status(
-                session=session, status=ClaimStatus.LABEL_PRINTED, base_url=settings.base_url
+    with ExitStack() as stack:
+        partial = stack.enter_context(_partial_file(out))
+        with reported_as_cli_error(), database.transaction() as session:
+            parcels = (
+                fulfilment.parcels_with_status(
+                    session=session, status=ClaimStatus.LABEL_PRINTED, base_url=settings.base_url
+                )
+                if reprint
+                else fulfilment.label_queue(session=session, base_url=settings.base_url).parcels
             )
-            if reprint
-            else fulfilment.label_queue(session=session, base_url=settings.base_url).parcels
-        )
-        run_id = None
-        if parcels:
-            run_id = label_runs.start_run(
-                session=session,
-                actor=Actor.system("cli"),
-                claim_ids=[parcel.claim_id for parcel in parcels],
-                layout=layout or LabelSettings.from_settings(settings).layout,
-                reprint=reprint,
-            ).id
-    report: dict[str, object] = {
-        "parcels": len(parcels),
-        "out": None,
-        "run": run_id,
-        "label_printed": 0,
-        "skipped": [],
-    }
-    if run_id is not None:
-        with ExitStack() as stack:
-            on_progress = None
-            if sys.stderr.isatty() and not as_json:
-                bar = stack.enter_context(
-                    click.progressbar(length=1, label="Rendering pages", file=sys.stderr)
-                )
-                on_progress = _pages_to(bar)
-            with reported_as_cli_error():
-                run = label_runs.execute_run(
-                    database=database, settings=settings, run_id=run_id, on_progress=on_progress
-                )
+            run_id = None
+            if parcels:
+                run_id = label_runs.start_run(
+                    session=session,
+                    actor=Actor.system("cli"),
+                    claim_ids=[parcel.claim_id for parcel in parcels],
+                    layout=layout or LabelSettings.from_settings(settings).layout,
+                    reprint=reprint,
+                ).id
+        report: dict[str, object] = {
+            "parcels": len(parcels),
+            "out": None,
+            "run": run_id,
+            "label_printed": 0,
+            "skipped": [],
+        }
+        if run_id is None:
+            _print(report, as_json, f"{len(parcels)} parcel(s) → nothing to print.")
+            return
+        if sys.stderr.isatty() and not as_json:
+            bar = stack.enter_context(
+                click.progressbar(length=1, label="Rendering pages", file=sys.stderr)
+            )
+            on_progress = _pages_to(bar)
+        else:
+            on_progress = _progress_lines()
+        with reported_as_cli_error():
+            run = label_runs.execute_run(
+                database=database, settings=settings, run_id=run_id, on_progress=on_progress
+            )
         assert run.pdf is not None  # a finished run holds its PDF
-        partial = out.with_name(out.name + ".partial")
-        partial.write_bytes(run.pdf)
-        partial.replace(out)  # the file appears whole or not at all
-        report.update(
-            out=str(out), label_printed=0 if reprint else run.printed, skipped=run.skipped
-        )
-    _print(report, as_json, f"{len(parcels)} parcel(s) → {report['out'] or 'nothing to print'}.")
+        report.update(label_printed=0 if reprint else run.printed, skipped=run.skipped)
+        try:
+            partial.write(run.pdf)
+            partial.close()
+            Path(partial.name).replace(out)  # the file appears whole or not at all
+        except OSError as error:
+            page = f"{settings.base_url}/staff/shipping/runs/{run_id}"
+            _print(report | {"page": page}, as_json, f"{len(parcels)} parcel(s) → not written.")
+            raise click.ClickException(
+                f"{out} could not be written ({error.strerror or error}). The PDF of run "
+                f"{run_id} is complete and stored"
+                + ("" if reprint else f", and its {run.printed} parcel(s) count as printed")
+                + f": download it from {page}"
+            ) from None
+        report["out"] = str(out)
+    _print(report, as_json, f"{len(parcels)} parcel(s) → {out}.")
+
+
+@contextmanager
+def _partial_file(out: Path) -> Iterator[BinaryIO]:
+    """OUT's ``.partial`` sibling, open for writing, removed unless it became OUT: opening it
+    before the run refuses a path that cannot be written while nothing has changed yet."""
+    partial = out.with_name(out.name + ".partial")
+    try:
+        stream = partial.open("wb")
+    except OSError as error:
+        raise click.BadParameter(
+            f"{out} cannot be written: {error.strerror or error}.", param_hint="'--out'"
+        ) from None
+    try:
+        with stream:
+            yield stream
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _pages_to(bar: ProgressBar[int]) -> Callable[[int, int], None]:
@@ -294,6 +329,20 @@ def _pages_to(bar: ProgressBar[int]) -> Callable[[int, int], None]:
         bar.update(done - bar.pos)
 
     return advance
+
+
+def _progress_lines() -> Callable[[int, int], None]:
+    """Progress as plain lines on stderr, once a chunk of pages is done: a piped or --json run
+    shows it too, and stdout keeps only the report."""
+    shown = -1
+
+    def line(done: int, total: int) -> None:
+        nonlocal shown
+        if done != shown:
+            shown = done
+            click.echo(f"labels: {done}/{total} pages", err=True)
+
+    return line
 
 
 @click.group("keys")

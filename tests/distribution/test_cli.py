@@ -202,7 +202,7 @@ def test_a_label_run_from_the_command_line(app, session, tmp_path):
     )
 
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)  # progress lines go to stderr
     assert report == {
         "parcels": 2,
         "out": str(out),
@@ -217,16 +217,132 @@ def test_a_label_run_from_the_command_line(app, session, tmp_path):
     text = "\n".join(page.extract_text() for page in pages)
     assert all(reference in text for reference in references)
     assert {c.status for c in session.exec(select(Claim)).all()} == {"label_printed"}
+    assert not (tmp_path / "run.pdf.partial").exists()
     again = app.test_cli_runner().invoke(
         args=["shipping", "labels", "--out", str(tmp_path / "none.pdf"), "--json"]
     )
-    assert json.loads(again.output) == {
+    assert json.loads(again.stdout) == {
         "parcels": 0,
         "out": None,
         "run": None,
         "label_printed": 0,
         "skipped": [],
     }
+    assert not (tmp_path / "none.pdf").exists() and not (tmp_path / "none.pdf.partial").exists()
+
+
+def waiting_parcels(session, settings, count=2):
+    from tests.factories import USB_A, USB_C, redeem_parcel, stock_famous_project
+
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    parcels = [redeem_parcel(session, settings)[1] for _ in range(count)]
+    session.commit()
+    return parcels
+
+
+def statuses(session):
+    from sqlmodel import select
+
+    from distribution.models import Claim
+
+    session.expire_all()
+    return {claim.status for claim in session.exec(select(Claim)).all()}
+
+
+@pytest.mark.parametrize("where", ["missing/run.pdf", "a-file/run.pdf"])
+def test_a_label_run_to_a_path_that_cannot_be_written_is_refused_first(
+    app, session, tmp_path, where
+):
+    # The claims were label_printed already when writing the file died with a traceback.
+    from sqlmodel import select
+
+    from distribution.models import LabelRun
+
+    waiting_parcels(session, app.extensions["keys_settings"])
+    (tmp_path / "a-file").write_text("not a directory")
+    out = tmp_path / where
+
+    result = app.test_cli_runner().invoke(args=["shipping", "labels", "--out", str(out), "--json"])
+
+    assert result.exit_code == 2
+    assert f"Invalid value for '--out': {out} cannot be written: " in result.stderr
+    assert result.stdout == ""
+    assert session.exec(select(LabelRun)).all() == [] and statuses(session) == {"redeemed"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_a_label_file_that_fails_after_the_run_points_to_the_stored_pdf(app, session, tmp_path):
+    import shutil
+    import threading
+    import time
+
+    from distribution.models import LabelRun
+
+    waiting_parcels(session, app.extensions["keys_settings"])
+    folder = tmp_path / "printer-share"
+    folder.mkdir()
+    out = folder / "run.pdf"
+
+    def unmount_the_share():
+        # The share goes away once the command opened its file, while the run renders.
+        deadline = time.monotonic() + 60
+        while not (folder / "run.pdf.partial").exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        shutil.rmtree(folder)
+
+    vanishing = threading.Thread(target=unmount_the_share)
+    vanishing.start()
+    result = app.test_cli_runner().invoke(args=["shipping", "labels", "--out", str(out), "--json"])
+    vanishing.join()
+
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    page = f"http://localhost/staff/shipping/runs/{report['run']}"
+    assert report == {
+        "parcels": 2,
+        "out": None,
+        "run": report["run"],
+        "label_printed": 2,
+        "skipped": [],
+        "page": page,
+    }
+    assert (
+        f"Error: {out} could not be written (No such file or directory). The PDF of run "
+        f"{report['run']} is complete and stored, and its 2 parcel(s) count as printed: "
+        f"download it from {page}"
+    ) in " ".join(result.stderr.split())
+    assert "Traceback" not in result.output
+    run = session.get(LabelRun, report["run"])
+    assert run.status == "done" and run.pdf.startswith(b"%PDF")
+    assert statuses(session) == {"label_printed"}
+
+
+def test_a_piped_label_run_shows_its_progress_on_stderr(app, session, tmp_path):
+    parcels = waiting_parcels(session, app.extensions["keys_settings"], count=3)
+    out = tmp_path / "run.pdf"
+
+    result = app.test_cli_runner().invoke(args=["shipping", "labels", "--out", str(out), "--json"])
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["parcels"] == len(parcels)  # stdout: the report only
+    assert result.stderr.splitlines() == ["labels: 0/6 pages", "labels: 6/6 pages"]
+    assert out.read_bytes().startswith(b"%PDF")
+    assert not (tmp_path / "run.pdf.partial").exists()
+
+
+def test_a_label_run_without_a_layout_takes_the_settings_one(app_factory, session, tmp_path):
+    from distribution.models import LabelRun
+
+    app = app_factory(label_layout="a4")
+    waiting_parcels(session, app.extensions["keys_settings"])
+
+    result = app.test_cli_runner().invoke(
+        args=["shipping", "labels", "--out", str(tmp_path / "run.pdf"), "--json"]
+    )
+
+    assert result.exit_code == 0, result.output
+    run = session.get(LabelRun, json.loads(result.stdout)["run"])
+    assert (run.layout, run.pages_total) == ("a4", 2)  # two parcels' labels and slips, 2 sheets
 
 
 def test_inspect_attestation_tells_support_what_a_key_sent(app):
