@@ -22,6 +22,15 @@ from flask import current_app
 ENVIRONMENTS = ("development", "production")
 MAIL_BACKENDS = ("smtp", "outbox")
 LABEL_LAYOUTS = ("4x6", "a4", "letter")
+# The boxes of the UPU's CN22 form; the declaration ticks one.
+CN22_CATEGORIES = (
+    "Gift",
+    "Documents",
+    "Commercial sample",
+    "Returned goods",
+    "Sale of goods",
+    "Other",
+)
 # The length of shipment.carrier, which stores the name.
 CARRIER_NAME_MAX_LENGTH = 40
 
@@ -95,6 +104,8 @@ class Settings:
     )
     origin_country: str = "DE"
     customs_goods_origin: str = ""  # where the keys were made; empty: origin_country
+    customs_category: str = "Gift"
+    customs_description: str = "Security key (USB authenticator)"
     customs_weight_grams: int = 30
     customs_value: str = "25.00"
     customs_currency: str = "EUR"
@@ -203,6 +214,15 @@ class Settings:
         ):
             if not re.fullmatch(r"[A-Z]{2}", code):
                 raise SettingsError(f"{name} must be an ISO country code like DE")
+        if self.customs_category not in CN22_CATEGORIES:
+            raise SettingsError(
+                f"KEYS_CUSTOMS_CATEGORY must be one of {', '.join(CN22_CATEGORIES)}"
+            )
+        if (
+            not 1 <= len(self.customs_description) <= 60
+            or not self.customs_description.isprintable()
+        ):
+            raise SettingsError("KEYS_CUSTOMS_DESCRIPTION must be 1 to 60 printable characters")
         if not 1 <= self.customs_weight_grams <= 2000:
             raise SettingsError("KEYS_CUSTOMS_WEIGHT_GRAMS must be between 1 and 2000")
         if not re.fullmatch(r"\d{1,6}\.\d{2}", self.customs_value):
@@ -288,6 +308,10 @@ class Settings:
             return_address=env.lines("KEYS_RETURN_ADDRESS", cls.return_address),
             origin_country=env.country("KEYS_ORIGIN_COUNTRY", cls.origin_country),
             customs_goods_origin=env.country("KEYS_CUSTOMS_GOODS_ORIGIN", ""),
+            customs_category=env.choice(
+                "KEYS_CUSTOMS_CATEGORY", cls.customs_category, CN22_CATEGORIES
+            ),
+            customs_description=env.text("KEYS_CUSTOMS_DESCRIPTION", cls.customs_description),
             customs_weight_grams=env.integer("KEYS_CUSTOMS_WEIGHT_GRAMS", cls.customs_weight_grams),
             customs_value=env.text("KEYS_CUSTOMS_VALUE", cls.customs_value),
             customs_currency=env.text("KEYS_CUSTOMS_CURRENCY", cls.customs_currency).upper(),
@@ -378,6 +402,12 @@ class _Reader:
 
     def text(self, name: str, default: str) -> str:
         return self._environ.get(name, default).strip()
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        """One of ``choices`` whatever its case ("gift" is "Gift"); anything else as given,
+        for validation to refuse by name."""
+        value = self.text(name, default)
+        return next((choice for choice in choices if choice.lower() == value.lower()), value)
 
     def flag(self, name: str, default: bool) -> bool:
         raw = self._environ.get(name)

@@ -67,12 +67,8 @@ _PANELS_PER_PAGE: dict[Layout, int] = {"4x6": 1, "a4": 2, "letter": 2}
 _QUIET_MODULES = 10
 _BARCODE_HEIGHT = 40  # in modules; the CSS sets the printed size
 
-_BR = Markup("<br>")
 # The language of a local-script name, so that shared Han characters get Japanese glyphs.
 _LOCAL_LANGUAGES = {"JP": "ja"}
-
-CUSTOMS_CATEGORY = "Gift"
-CUSTOMS_DESCRIPTION = "Security key (USB authenticator)"
 
 
 class LabelError(DistributionError):
@@ -108,6 +104,8 @@ class LabelSettings:
     return_address: tuple[str, ...]
     origin_country: str = "DE"
     goods_origin: str = "DE"  # where the keys were made, for the CN22
+    customs_category: str = "Gift"
+    customs_description: str = "Security key (USB authenticator)"
     customs_weight_grams: int = 30  # per key
     customs_value: str = "25.00"  # per key
     customs_currency: str = "EUR"
@@ -120,6 +118,8 @@ class LabelSettings:
             return_address=settings.return_address,
             origin_country=settings.origin_country,
             goods_origin=settings.customs_goods_origin or settings.origin_country,
+            customs_category=settings.customs_category,
+            customs_description=settings.customs_description,
             customs_weight_grams=settings.customs_weight_grams,
             customs_value=settings.customs_value,
             customs_currency=settings.customs_currency,
@@ -147,7 +147,8 @@ def code128_svg(value: str) -> str:
     while x < len(modules):
         if modules[x] == "1":
             end = modules.index("0", x) if "0" in modules[x:] else len(modules)
-            commands.append(f"M{x + _QUIET_MODULES} 0h{end - x}v{_BARCODE_HEIGHT}h-{end - x}z")
+            # No closing "z": a fill closes each bar, and every command costs WeasyPrint time.
+            commands.append(f"M{x + _QUIET_MODULES} 0h{end - x}v{_BARCODE_HEIGHT}h-{end - x}")
             x = end
         else:
             x += 1
@@ -340,8 +341,8 @@ def _label_context(parcel: ParcelLabel, settings: LabelSettings) -> dict[str, ob
         keys = parcel.key_count
         cents = round(float(settings.customs_value) * 100)
         customs = {
-            "category": CUSTOMS_CATEGORY,
-            "description": CUSTOMS_DESCRIPTION,
+            "category": settings.customs_category,
+            "description": settings.customs_description,
             "quantity": keys,
             "weight_kg": f"{keys * settings.customs_weight_grams / 1000:.3f}",
             "value": f"{keys * cents // 100}.{keys * cents % 100:02d}",
@@ -352,7 +353,6 @@ def _label_context(parcel: ParcelLabel, settings: LabelSettings) -> dict[str, ob
     name, *rest = parcel.recipient_lines or [""]
     return {
         "parcel": parcel,
-        "markup_br": _BR,
         "return_address": settings.return_address,
         "recipient_name": name,
         "local_lang": _LOCAL_LANGUAGES.get(parcel.country, ""),
@@ -364,7 +364,7 @@ def _label_context(parcel: ParcelLabel, settings: LabelSettings) -> dict[str, ob
 
 
 def _slip_context(parcel: ParcelLabel) -> dict[str, object]:
-    return {"parcel": parcel, "markup_br": _BR, "qr": _qr_data_uri(parcel.activation_url)}
+    return {"parcel": parcel, "qr": _qr_data_uri(parcel.activation_url)}
 
 
 @lru_cache(maxsize=64)

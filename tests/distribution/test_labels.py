@@ -151,10 +151,23 @@ def test_customs_figures_come_from_the_settings() -> None:
         customs_value="19.90",
         customs_currency="CHF",
         hs_code="8523.52",
+        customs_category="Commercial sample",
+        customs_description="FIDO2 authenticator",
     )
     [label] = page_texts(render_run([parcel("DE")], settings=settings, with_slips=False))
-    assert "2 × Security key (USB authenticator) · 0.050 kg · 39.80 CHF" in label
+    assert "Category: [X] Commercial sample" in label
+    assert "2 × FIDO2 authenticator · 0.050 kg · 39.80 CHF" in label
     assert "HS tariff no. 8523.52" in label and "origin of goods: CN" in label
+
+
+def test_a_slip_for_one_key_asks_for_that_key_and_the_other() -> None:
+    one = replace(parcel("DE"), items=[("Titan USB-C/NFC", 1)])
+    _label, slip = page_texts(render_run([one], settings=SETTINGS))
+    assert "Activate this key today" in slip and "Register this key." in slip
+    assert "Register your other key from us too" in slip
+    assert "both" not in slip
+    _label, slip = page_texts(render_run([parcel("DE")], settings=SETTINGS))
+    assert "Activate both keys today" in slip and "Register both keys" in slip
 
 
 def test_text_is_escaped() -> None:
@@ -374,6 +387,8 @@ def test_label_settings_from_the_environment() -> None:
         "KEYS_ORIGIN_COUNTRY": "us",
         "KEYS_CUSTOMS_VALUE": "30.00",
         "KEYS_CUSTOMS_CURRENCY": "usd",
+        "KEYS_CUSTOMS_CATEGORY": "commercial sample",
+        "KEYS_CUSTOMS_DESCRIPTION": "FIDO2 security key",
     }
     settings = LabelSettings.from_settings(Settings.from_env(environ))
     assert settings.layout == "letter"
@@ -381,6 +396,10 @@ def test_label_settings_from_the_environment() -> None:
     assert (settings.origin_country, settings.goods_origin) == ("US", "US")
     assert (settings.customs_value, settings.customs_currency) == ("30.00", "USD")
     assert (settings.customs_weight_grams, settings.hs_code) == (30, "8471.80")
+    assert (settings.customs_category, settings.customs_description) == (
+        "Commercial sample",
+        "FIDO2 security key",
+    )
 
 
 @pytest.mark.parametrize(
@@ -393,6 +412,8 @@ def test_label_settings_from_the_environment() -> None:
         ("KEYS_CUSTOMS_VALUE", "25"),
         ("KEYS_CUSTOMS_CURRENCY", "EURO"),
         ("KEYS_HS_CODE", "84x71"),
+        ("KEYS_CUSTOMS_CATEGORY", "Present"),
+        ("KEYS_CUSTOMS_DESCRIPTION", "x" * 61),
     ],
 )
 def test_label_settings_are_validated(name: str, value: str) -> None:
