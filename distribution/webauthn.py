@@ -79,6 +79,11 @@ BROWSER_TIMEOUT = timedelta(minutes=3)
 CHALLENGE_LIFETIME = timedelta(minutes=5)
 # Statuses that make the FIDO Alliance's entry for a model a reason to refuse it.
 REFUSED_STATUSES = frozenset({"REVOKED", "ATTESTATION_KEY_COMPROMISE"})
+# The attestation statement format identifiers registered for WebAuthn (IANA, RFC 8809 and its
+# successors). Any other name is not a format a key can use, only junk in the answer.
+ATTESTATION_FORMATS = frozenset(
+    {"packed", "tpm", "android-key", "android-safetynet", "fido-u2f", "apple", "none", "compound"}
+)
 
 # Security keys sign with ES256 (Titan) or EdDSA; the others cover the rest of the field.
 _ALGORITHMS = (ES256.ALGORITHM, EdDSA.ALGORITHM, ES384.ALGORITHM, RS256.ALGORITHM)
@@ -126,18 +131,26 @@ class UserNotPresent(WebAuthnError):
     title = "The key was not touched"
 
 
-class UntrustedAuthenticator(WebAuthnError):
+class AttestationRefused(WebAuthnError):
+    """A key refused for what its attestation says about its make: security-relevant, so
+    worth recording (the AAGUID and format it showed, the model it claimed) though nothing
+    about the key is kept."""
+
     status_code = 422
+    aaguid: UUID | None = None
+    attestation_format: str | None = None
+    model: str | None = None
+
+
+class UntrustedAuthenticator(AttestationRefused):
     title = "We cannot confirm this key's make and model"
 
 
-class ForgedAttestation(WebAuthnError):
-    status_code = 422
+class ForgedAttestation(AttestationRefused):
     title = "This key's proof of make and model is not genuine"
 
 
-class RevokedAuthenticator(WebAuthnError):
-    status_code = 422
+class RevokedAuthenticator(AttestationRefused):
     title = "This key model is no longer trusted"
 
 
@@ -564,10 +577,15 @@ def _appraise(
     claims_titan = aaguid in {UUID(str(titan)) for titan in titan_aaguids}
 
     def refused(problem: WebAuthnError, model: str | None = None) -> _Appraisal:
+        if isinstance(problem, AttestationRefused):
+            problem.aaguid, problem.attestation_format, problem.model = aaguid, fmt, model
         return _Appraisal(aaguid, model, False, None, problem.message, problem)
 
     if not isinstance(fmt, str):
         return refused(_malformed("The attestation format is not a name."))
+    if fmt not in ATTESTATION_FORMATS:
+        # A made-up format proves nothing and is no format a key uses: refused, not stored.
+        return refused(_malformed("The key's attestation format is not one WebAuthn defines."))
     statement_format: Attestation = Attestation.for_type(fmt)()
     try:
         result = statement_format.verify(attestation_object.att_stmt, auth_data, client_data_hash)

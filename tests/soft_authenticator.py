@@ -132,6 +132,7 @@ class SoftAuthenticator:
         challenge: str | None = None,
         flags: int = UP | AT,
         cross_origin: bool = False,
+        fmt: str | None = None,  # the format's name to send, whatever the statement is
     ) -> dict[str, Any]:
         """Make a credential, as ``navigator.credentials.create`` would answer."""
         key = ec.generate_private_key(ec.SECP256R1())
@@ -166,7 +167,7 @@ class SoftAuthenticator:
                 "sig": _sign(self.attestation_key, signed),
                 "x5c": [certificate, *self.extra_chain],
             }
-        fmt = "none" if attestation == "none" else "packed"
+        fmt = fmt or ("none" if attestation == "none" else "packed")
         attestation_object = cbor.encode({"fmt": fmt, "attStmt": statement, "authData": auth_data})
         return _credential_json(
             credential_id,

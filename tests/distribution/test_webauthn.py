@@ -559,6 +559,12 @@ MALFORMED: dict[str, Any] = {
             r["response"]["attestationObject"], lambda a: {**a, "fmt": 3}
         ),
     ),
+    "a format WebAuthn does not define": lambda r: _with(
+        r,
+        attestationObject=_edit_attestation(
+            r["response"]["attestationObject"], lambda a: {**a, "fmt": "x" * 40}
+        ),
+    ),
     "statement without signature": lambda r: _with(
         r,
         attestationObject=_edit_attestation(
