@@ -133,7 +133,10 @@ def sign_in_with_recovery_code() -> ResponseReturnValue:
     if form.validate_on_submit():
         try:
             left = second_factor.use_recovery_code(
-                session=get_session(), staff=staff, code=form.code.data or ""
+                session=get_session(),
+                settings=get_settings(),
+                staff=staff,
+                code=form.code.data or "",
             )
         except InvalidCredentials as problem:
             form.code.errors = [problem.message]
@@ -175,6 +178,7 @@ def register_key() -> ResponseReturnValue:
             token=str(body.get("token", "")),
             response=credential_in(body),
             name=str(body.get("name", "")),
+            signing_in=not current_user.is_authenticated,
         )
     except (webauthn.WebAuthnError, security_keys.KeyProblem) as problem:
         return _refused(problem.status_code, problem.message)
@@ -235,7 +239,9 @@ def new_recovery_codes() -> ResponseReturnValue:
     if not ConfirmForm().validate_on_submit():
         return redirect(url_for("staff_keys.my_keys"))
     staff = cast(Staff, current_user._get_current_object())
-    cookie[_CODES] = second_factor.issue_recovery_codes(session=get_session(), staff=staff)
+    cookie[_CODES] = second_factor.issue_recovery_codes(
+        session=get_session(), settings=get_settings(), staff=staff
+    )
     return redirect(url_for("staff_keys.recovery_codes"))
 
 

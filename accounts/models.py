@@ -184,6 +184,9 @@ class SecurityKey(SQLModel, table=True):
     accepted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     accepted_by: str = Field(default="", max_length=200)
     accepted_reason: str = Field(default="", max_length=1000)
+    # Removed by its owner (or, for staff, by themselves): no longer listed or usable, but kept
+    # with its attestation, like everything else here ("nothing is deleted").
+    removed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
     @property
     def counts_as_titan(self) -> bool:

@@ -1,10 +1,17 @@
 """Staff's second factor: after the password, a security key — or one of eight single-use
-recovery codes, issued when the first key is registered and kept only as hashes. A staff member
-cannot remove their last key."""
+recovery codes, issued when the first key is registered and kept only as HMACs keyed with the
+app's secret key (a leaked table alone cannot be tried offline against the small code space).
+A staff member cannot remove their last key. The sign-in is recorded when the second factor
+completes, with how (``sign_in.staff``); the password step has its own event.
+
+Rotating the secret key voids every recovery code: staff then sign in with their key and issue
+new codes on "My keys".
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +22,7 @@ from sqlmodel import Session, col, select
 from accounts import security_keys
 from accounts.errors import InvalidCredentials
 from accounts.models import RecoveryCode, SecurityKey, Staff
-from accounts.security_keys import KeyNotFound, KeyProblem
+from accounts.security_keys import KeyProblem
 from accounts.services import actor_for
 from db import Actor, record_event, utcnow
 from distribution import webauthn
@@ -48,8 +55,10 @@ def register(
     token: str,
     response: Mapping[str, Any] | str,
     name: str,
+    signing_in: bool = False,
 ) -> tuple[SecurityKey, list[str]]:
-    """Store a staff member's key; with their first key, their recovery codes (shown once)."""
+    """Store a staff member's key; with their first key, their recovery codes (shown once).
+    ``signing_in``: registered right after the password, the key completes the sign-in."""
     first = not has_keys(session=session, staff=staff)
     key, _registration = security_keys.register_key(
         session=session,
@@ -62,7 +71,10 @@ def register(
         response=response,
         name=name,
     )
-    return key, issue_recovery_codes(session=session, staff=staff) if first else []
+    if signing_in:
+        _signed_in(session, staff, "security_key", key_id=key.id, enrolled=True)
+    codes = issue_recovery_codes(session=session, settings=settings, staff=staff) if first else []
+    return key, codes
 
 
 def sign_in_options(
@@ -81,7 +93,8 @@ def verify_key(
     token: str,
     response: Mapping[str, Any] | str,
 ) -> SecurityKey:
-    return security_keys.authenticate(
+    """The key that completes a staff member's sign-in (recorded)."""
+    key = security_keys.authenticate(
         session=session,
         settings=settings,
         owner=staff,
@@ -89,9 +102,30 @@ def verify_key(
         token=token,
         response=response,
     )
+    _signed_in(session, staff, "security_key", key_id=key.id)
+    return key
 
 
-def issue_recovery_codes(*, session: Session, staff: Staff) -> list[str]:
+def signed_in_without_key(*, session: Session, settings: Settings, staff: Staff) -> bool:
+    """Demo mode lets demo staff without a key sign in on their password alone (recorded)."""
+    if not settings.demo_mode or has_keys(session=session, staff=staff):
+        return False
+    _signed_in(session, staff, "password", demo=True)
+    return True
+
+
+def _signed_in(session: Session, staff: Staff, method: str, **details: Any) -> None:
+    record_event(
+        session=session,
+        actor=actor_for(staff),
+        action="sign_in.staff",
+        subject_kind="staff",
+        subject_id=staff.id,
+        details={"method": method, **details},
+    )
+
+
+def issue_recovery_codes(*, session: Session, settings: Settings, staff: Staff) -> list[str]:
     """Eight new single-use codes; those issued before stop working. Only hashes are kept."""
     now = utcnow()
     session.execute(
@@ -102,7 +136,9 @@ def issue_recovery_codes(*, session: Session, staff: Staff) -> list[str]:
     )
     codes = [_new_code() for _ in range(RECOVERY_CODES)]
     for code in codes:
-        session.add(RecoveryCode(staff_id=staff.id, code_hash=_hash(code), created_at=now))  # type: ignore[arg-type]
+        session.add(
+            RecoveryCode(staff_id=staff.id, code_hash=_hash(settings, code), created_at=now)  # type: ignore[arg-type]
+        )
     session.flush()
     record_event(
         session=session,
@@ -115,13 +151,13 @@ def issue_recovery_codes(*, session: Session, staff: Staff) -> list[str]:
     return codes
 
 
-def use_recovery_code(*, session: Session, staff: Staff, code: str) -> int:
-    """Spend one recovery code instead of the key; how many are left."""
+def use_recovery_code(*, session: Session, settings: Settings, staff: Staff, code: str) -> int:
+    """Spend one recovery code instead of the key, completing the sign-in; how many are left."""
     spent = session.execute(
         sa.update(RecoveryCode)
         .where(
             col(RecoveryCode.staff_id) == staff.id,
-            col(RecoveryCode.code_hash) == _hash(code),
+            col(RecoveryCode.code_hash) == _hash(settings, code),
             col(RecoveryCode.used_at).is_(None),
         )
         .values(used_at=utcnow())
@@ -145,6 +181,7 @@ def use_recovery_code(*, session: Session, staff: Staff, code: str) -> int:
         subject_id=staff.id,
         details={"left": left},
     )
+    _signed_in(session, staff, "recovery_code", codes_left=left)
     return left
 
 
@@ -159,23 +196,14 @@ def recovery_codes_left(*, session: Session, staff: Staff) -> int:
 
 
 def remove_key(*, session: Session, actor: Actor, staff: Staff, key_id: int) -> None:
-    """Remove one of the staff member's keys, never the last."""
-    keys = security_keys.keys_of(session=session, owner=staff)
-    key = next((k for k in keys if k.id == key_id), None)
-    if key is None:
-        raise KeyNotFound("You have no such key.")
-    if len(keys) == 1:
+    """Remove one of the staff member's keys, never the last (the record is kept, audited)."""
+    # The staff member's row, locked: two removals of their last two keys, at once from two
+    # tabs, take turns, and the second counts one key left. (SQLite's writers take turns anyway.)
+    session.exec(select(Staff).where(col(Staff.id) == staff.id).with_for_update()).one()
+    key = security_keys.own_key(session=session, owner=staff, key_id=key_id)
+    if len(security_keys.keys_of(session=session, owner=staff)) == 1:
         raise KeyProblem("This is your last key: register another one before removing it.")
-    record_event(
-        session=session,
-        actor=actor,
-        action="security_key.removed",
-        subject_kind="security_key",
-        subject_id=key.id,
-        details={"staff_id": staff.id, "name": key.name, "aaguid": key.aaguid},
-    )
-    session.delete(key)
-    session.flush()
+    security_keys.mark_removed(session=session, actor=actor, key=key)
 
 
 def _new_code() -> str:
@@ -183,7 +211,8 @@ def _new_code() -> str:
     return f"{raw[:5]}-{raw[5:]}"
 
 
-def _hash(code: str) -> str:
-    """Codes are typed back loosely: case, blanks and dashes do not matter."""
+def _hash(settings: Settings, code: str) -> str:
+    """HMAC-SHA256 keyed with the secret key. Codes are typed back loosely: case, blanks and
+    dashes do not matter."""
     cleaned = "".join(ch for ch in code.upper() if ch.isalnum())
-    return hashlib.sha256(cleaned.encode()).hexdigest()
+    return hmac.new(settings.secret_key.encode(), cleaned.encode(), hashlib.sha256).hexdigest()

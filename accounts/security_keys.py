@@ -4,7 +4,10 @@ records.
 
 A challenge is bound to one person (or, for a maintainer's sign-in by address, to nobody) and
 one ceremony, used once (a conditional UPDATE), and expires in minutes, so any server can
-complete it and none can replay it. A sign counter that goes backwards is refused and audited.
+complete it and none can replay it; an hour after it expired, the next challenge kept sweeps it
+away. A sign counter that goes backwards is refused and audited, and so is a key refused for a
+forged or untrusted attestation. A removed key keeps its row (with a ``removed_at``) but is
+neither listed nor usable.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Collection, Mapping
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from accounts.errors import AccountsError
@@ -27,6 +32,9 @@ from settings import Settings
 
 RP_NAME = "Security Key Giveaway"
 Owner = Maintainer | Staff
+# How long an expired challenge is kept: an answer this late still hears that it timed out
+# rather than that we never asked. Older ones are swept away as new ones are kept.
+EXPIRED_CHALLENGES_KEPT_FOR = timedelta(hours=1)
 
 
 class KeyProblem(AccountsError):
@@ -47,11 +55,57 @@ def relying_party(settings: Settings) -> webauthn.RelyingParty:
 
 
 def keys_of(*, session: Session, owner: Owner) -> list[SecurityKey]:
+    """The owner's keys, oldest first; removed keys are not among them."""
     column = SecurityKey.maintainer_id if isinstance(owner, Maintainer) else SecurityKey.staff_id
     return list(
         session.exec(
-            select(SecurityKey).where(column == owner.id).order_by(col(SecurityKey.id))
+            select(SecurityKey)
+            .where(column == owner.id, col(SecurityKey.removed_at).is_(None))
+            .order_by(col(SecurityKey.id))
         ).all()
+    )
+
+
+def own_key(*, session: Session, owner: Owner, key_id: int) -> SecurityKey:
+    """One of the owner's keys (not removed); another person's key is not found either."""
+    key = next((k for k in keys_of(session=session, owner=owner) if k.id == key_id), None)
+    if key is None:
+        raise KeyNotFound("You have no such key.")
+    return key
+
+
+def mark_removed(
+    *, session: Session, actor: Actor, key: SecurityKey, unless_accepted: bool = False
+) -> None:
+    """Remove a key, keeping its record (audited). The callers decide whether it may go; this
+    refuses only a key removed meanwhile (or, with ``unless_accepted``, counted as a Titan by
+    programme staff meanwhile): the conditional UPDATE lets one of two racing requests win."""
+    conditions = [col(SecurityKey.id) == key.id, col(SecurityKey.removed_at).is_(None)]
+    if unless_accepted:
+        conditions.append(col(SecurityKey.accepted_at).is_(None))
+    now = utcnow()
+    removed = session.execute(
+        sa.update(SecurityKey)
+        .where(*conditions)
+        .values(removed_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if removed.rowcount != 1:  # type: ignore[attr-defined]
+        raise KeyProblem("This key changed a moment ago. Reload the page and look again.")
+    set_committed_value(key, "removed_at", now)
+    record_event(
+        session=session,
+        actor=actor,
+        action="security_key.removed",
+        subject_kind="security_key",
+        subject_id=key.id,
+        details={
+            "maintainer_id": key.maintainer_id,
+            "staff_id": key.staff_id,
+            "name": key.name,
+            "outcome": key.outcome,
+            "aaguid": key.aaguid,
+        },
     )
 
 
@@ -95,20 +149,39 @@ def register_key(
     name = " ".join(str(name).split())
     if not 1 <= len(name) <= 60:
         raise KeyProblem("Give the key a name of 1 to 60 characters, such as “Titan on my keys”.")
-    registration = webauthn.verify_registration(
-        rp=relying_party(settings),
-        challenge=take_challenge(session, token, ceremony, owner),
-        response=response,
-        metadata=metadata,
-        titan_aaguids=titan_aaguids,
-    )
+    challenge = take_challenge(session, token, ceremony, owner)
+    try:
+        registration = webauthn.verify_registration(
+            rp=relying_party(settings),
+            challenge=challenge,
+            response=response,
+            metadata=metadata,
+            titan_aaguids=titan_aaguids,
+        )
+    except webauthn.AttestationRefused as refused:
+        # Someone presented a forged or untrusted key: worth a record, though not the key.
+        record_event(
+            session=session,
+            actor=actor,
+            action="security_key.refused",
+            subject_kind="maintainer" if isinstance(owner, Maintainer) else "staff",
+            subject_id=owner.id,
+            details={
+                "refusal": type(refused).__name__,
+                "aaguid": None if refused.aaguid is None else str(refused.aaguid),
+                "format": refused.attestation_format,
+                "model": refused.model,
+            },
+        )
+        raise
     credential_id = encode(registration.credential_id)
     key = session.exec(
         select(SecurityKey).where(SecurityKey.credential_id == credential_id)
     ).first()
-    if key is not None and (
-        _owner_of(key) != _owner_ids(owner) or key.outcome != KeyOutcome.WITHHELD
-    ):
+    # The same key again: to show its make and model after withholding it, or after its owner
+    # removed it (its row comes back, updated).
+    again = key is not None and (key.outcome == KeyOutcome.WITHHELD or key.removed_at is not None)
+    if key is not None and (_owner_of(key) != _owner_ids(owner) or not again):
         raise KeyProblem("This key is registered already. Use your other key.")
     fields: dict[str, Any] = {
         "name": name,
@@ -122,6 +195,7 @@ def register_key(
         "trusted": registration.trusted,
         "outcome": KeyOutcome(registration.outcome.value).value,
         "created_at": utcnow(),
+        "removed_at": None,
     }
     maintainer_id, staff_id = _owner_ids(owner)
     if key is None:
@@ -236,6 +310,14 @@ def authenticate(
 def keep_challenge(
     session: Session, challenge: webauthn.Challenge, ceremony: str, owner: Owner | None
 ) -> str:
+    """Keep a challenge for the owner; its token. Sweeps away challenges long expired (every
+    options request keeps one, the public sign-in's too): the index on ``expires_at`` finds
+    the few that expired since the last sweep."""
+    session.execute(
+        sa.delete(WebAuthnChallenge)
+        .where(col(WebAuthnChallenge.expires_at) < utcnow() - EXPIRED_CHALLENGES_KEPT_FOR)
+        .execution_options(synchronize_session=False)
+    )
     token = secrets.token_urlsafe(32)
     maintainer_id, staff_id = _owner_ids(owner)
     session.add(

@@ -311,13 +311,14 @@ def authenticate_staff(*, session: Session, email: str, password: str) -> Staff:
             details={"reason": "inactive" if staff and matches else "bad_credentials"},
         )
         raise InvalidCredentials("That email and password do not match an active staff account.")
+    # Only the first step: the sign-in itself (``sign_in.staff``) is recorded when the second
+    # factor completes it (accounts.second_factor).
     record_event(
         session=session,
         actor=actor_for(staff),
-        action="sign_in.staff",
+        action="sign_in.staff_password",
         subject_kind="staff",
         subject_id=staff.id,
-        details={"method": "password"},
     )
     return staff
 

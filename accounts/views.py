@@ -149,8 +149,8 @@ def staff_sign_in() -> ResponseReturnValue:
             form.password.errors.append(problem.message)
             return render_template("accounts/staff_sign_in.html", form=form), 401
         next_page = _safe_next(url_for("accounts.staff_home"))
-        if get_settings().demo_mode and not second_factor.has_keys(
-            session=get_session(), staff=staff
+        if second_factor.signed_in_without_key(
+            session=get_session(), settings=get_settings(), staff=staff
         ):
             login_user(staff)
             flash(

@@ -356,6 +356,7 @@ def export_personal_data(
                 "registered_at": _when(key.created_at),
                 "last_used_at": _when(key.last_used_at),
                 "accepted_at": _when(key.accepted_at),
+                "removed_at": _when(key.removed_at),
             }
             for key in keys
         ],

@@ -8,16 +8,18 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
+from alembic import command as alembic_command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask import abort
-from sqlmodel import select
+from sqlmodel import Session, select
 
-from accounts.models import Maintainer
+from accounts.models import Maintainer, SecurityKey
 from db import (
     Actor,
     AuditEvent,
     AuditFilter,
+    alembic_config,
     get_session,
     import_models,
     record_event,
@@ -25,7 +27,7 @@ from db import (
     utcnow,
 )
 from distribution.models import MovementKind, StockMovement
-from tests.factories import make_maintainer
+from tests.factories import make_maintainer, make_staff
 
 
 def test_migrations_create_exactly_the_models(engine):
@@ -176,3 +178,40 @@ def test_an_unexpected_error_rolls_back_and_shows_a_friendly_500(app, client, se
     assert "Something went wrong on our side" in response.get_data(as_text=True)
     assert "boom" not in response.get_data(as_text=True)
     assert session.exec(select(Maintainer).where(Maintainer.username == "crashed")).all() == []
+
+
+def test_key_removal_migrates_down_and_up_but_never_revives_a_removed_key(databases):
+    url = databases.create("removal")
+    engine = sa.create_engine(url)
+    config = alembic_config(url)
+
+    def columns() -> set[str]:
+        return {column["name"] for column in sa.inspect(engine).get_columns("security_key")}
+
+    alembic_command.downgrade(config, "0008")
+    assert "removed_at" not in columns()
+    alembic_command.upgrade(config, "head")
+    assert "removed_at" in columns()
+
+    with Session(engine) as session:
+        staff = make_staff(session)
+        session.add(
+            SecurityKey(
+                staff_id=staff.id,
+                credential_id="AAAA",
+                public_key=b"\x00",
+                name="Removed",
+                aaguid="00000000-0000-0000-0000-000000000000",
+                attestation_format="none",
+                attestation_object=b"\x00",
+                client_data=b"{}",
+                outcome="withheld",
+                created_at=utcnow(),
+                removed_at=utcnow(),
+            )
+        )
+        session.commit()
+    with pytest.raises(RuntimeError, match="usable again"):
+        alembic_command.downgrade(config, "0008")
+    assert "removed_at" in columns()
+    engine.dispose()

@@ -229,8 +229,10 @@ def world(app, session, settings, metadata, ca, monkeypatch) -> World:
     staff = make_staff(session, name="Desk Admin")
     colleague = make_staff(session, roles=[StaffRole.SHIPPING])
     keys["staff"] = SoftAuthenticator(aaguid=TITAN)
-    staff_key, codes = register_staff_key(session, settings, metadata, staff, keys["staff"])
-    register_staff_key(session, settings, metadata, staff, SoftAuthenticator(aaguid=TITAN))
+    # Recovery codes are keyed with the secret key: the app's own, which checks them.
+    app_settings = app.extensions["keys_settings"]
+    staff_key, codes = register_staff_key(session, app_settings, metadata, staff, keys["staff"])
+    register_staff_key(session, app_settings, metadata, staff, SoftAuthenticator(aaguid=TITAN))
     # A well-formed answer to a challenge nobody will ask again.
     stale = SoftAuthenticator(aaguid=TITAN, ca=ca).register(
         activation.begin_registration(
@@ -697,6 +699,7 @@ AUDITED_REFUSALS = {
     "sign_in.staff_failed",
     "staff.recovery_code_refused",
     "security_key.counter_regression",
+    "security_key.refused",
 }
 
 
