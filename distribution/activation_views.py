@@ -1,5 +1,6 @@
 """Activation pages: maintainers register the keys they received (a small static script talks
-to two JSON endpoints); programme staff review keys that are not counted as Titans."""
+to two JSON endpoints) and remove those that do not count; programme staff review keys that are
+not counted as Titans."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from accounts.models import Maintainer, StaffRole
 from accounts.services import actor_for, normalize_email
 from db import get_session
 from distribution import activation, webauthn
-from distribution.forms import ReasonForm
+from distribution.forms import KeyAcceptanceForm
 from security import (
     SIGN_IN_LINK_PER_ADDRESS,
     SIGN_IN_LINK_PER_IP,
@@ -52,13 +53,29 @@ def _maintainer_key() -> str:
 @bp.get("/claim/keys")
 @maintainer_required
 def my_keys() -> ResponseReturnValue:
-    session, maintainer = get_session(), _me()
-    have, needed = activation.titans_needed(session=session, maintainer=maintainer)
+    return _render_my_keys()
+
+
+@bp.post("/claim/keys/<int:key_id>/remove")
+@maintainer_required
+def remove_key(key_id: int) -> ResponseReturnValue:
+    if not ConfirmForm().validate_on_submit():
+        return redirect(url_for("activation.my_keys"))
+    try:
+        activation.remove_key(
+            session=get_session(), actor=actor_for(current_user), maintainer=_me(), key_id=key_id
+        )
+    except activation.KeyProblem as problem:
+        flash(problem.message, "error")
+        return _render_my_keys(), problem.status_code
+    flash("Key removed. You can no longer sign in with it here.", "success")
+    return redirect(url_for("activation.my_keys"))
+
+
+def _render_my_keys() -> str:
     return render_template(
         "distribution/keys.html",
-        keys=activation.keys_of(session=session, maintainer=maintainer),
-        have=have,
-        needed=needed,
+        progress=activation.progress(session=get_session(), maintainer=_me()),
         form=ConfirmForm(),
         pypi_url=PYPI_TWO_FACTOR,
     )
@@ -166,13 +183,13 @@ def flagged_keys() -> ResponseReturnValue:
 @bp.get("/staff/keys/<int:key_id>")
 @staff_required(StaffRole.PROGRAMME, StaffRole.VIEWER)
 def key_detail(key_id: int) -> ResponseReturnValue:
-    return _render_key(key_id, ReasonForm(formdata=None))
+    return _render_key(key_id, KeyAcceptanceForm(formdata=None))
 
 
 @bp.post("/staff/keys/<int:key_id>/accept")
 @staff_required(StaffRole.PROGRAMME)
 def accept_key(key_id: int) -> ResponseReturnValue:
-    form = ReasonForm()
+    form = KeyAcceptanceForm()
     if form.validate_on_submit():
         try:
             activation.accept_key(
@@ -189,12 +206,7 @@ def accept_key(key_id: int) -> ResponseReturnValue:
     return _render_key(key_id, form), 400
 
 
-def _render_key(key_id: int, form: ReasonForm) -> str:
+def _render_key(key_id: int, form: KeyAcceptanceForm) -> str:
     session = get_session()
-    key = activation.get_key(session=session, key_id=key_id)
-    return render_template(
-        "distribution/key_detail.html",
-        key=key,
-        report=activation.inspect(key=key, metadata=webauthn_metadata(), session=session),
-        form=form,
-    )
+    review = activation.review_key(session=session, key_id=key_id, metadata=webauthn_metadata())
+    return render_template("distribution/key_detail.html", review=review, form=form)

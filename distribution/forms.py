@@ -289,6 +289,20 @@ class ReasonForm(FlaskForm):
     )
 
 
+class KeyAcceptanceForm(FlaskForm):
+    """Counting a flagged key as a Titan: why, in at least as many characters as the service
+    (distribution.activation.accept_key) asks for, blanks around it not counted."""
+
+    reason = TextAreaField(
+        "Reason",
+        filters=[lambda text: text.strip() if isinstance(text, str) else text],
+        validators=[
+            DataRequired("Say why, in a few words."),
+            Length(min=5, max=1000, message="Between 5 and 1,000 characters."),
+        ],
+    )
+
+
 class NoteForm(FlaskForm):
     reason = TextAreaField("Note (optional)", validators=[Optional(), Length(max=1000)])
 

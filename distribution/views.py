@@ -28,7 +28,7 @@ from accounts.forms import ConfirmForm
 from accounts.models import Maintainer, StaffRole
 from accounts.services import actor_for
 from db import Actor, after_commit, get_database, get_session
-from distribution import claims, exceptions, fulfilment, label_runs, stock
+from distribution import activation, claims, exceptions, fulfilment, label_runs, stock
 from distribution.addresses import (
     InvalidAddress,
     normalize_phone,
@@ -118,6 +118,7 @@ def my_claim() -> ResponseReturnValue:
         ),
         waiting=claims.waitlist_position(session=session, maintainer=maintainer),
         exceptions=exceptions.exceptions_of(session=session, claim=claim) if claim else [],
+        acceptances=activation.acceptances(session=session, claim=claim) if claim else [],
         cancellable=claim is not None and claims.cancellable(session=session, claim=claim),
         form=ConfirmForm(),
         model_names={model.sku: model.name for model in stock.key_models(session=session)},
@@ -594,6 +595,7 @@ def _render_parcel(reference: str, **given: FlaskForm) -> str:
         parcels=claims.shipments_of(session=session, claim=claim),
         timeline=claims.timeline(session=session, claim=claim),
         exceptions=exceptions.exceptions_of(session=session, claim=claim),
+        acceptances=activation.acceptances(session=session, claim=claim),
         damage_reportable=exceptions.damage_reportable(
             session=session, claim=claim, shipment=shipment
         ),

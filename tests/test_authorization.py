@@ -80,6 +80,7 @@ EXPECTED: dict[str, str | set[StaffRole]] = {
     "activation.my_keys": MAINTAINER,
     "activation.registration_options": MAINTAINER,
     "activation.register_key": MAINTAINER,
+    "activation.remove_key": MAINTAINER,
     "activation.flagged_keys": {StaffRole.PROGRAMME, StaffRole.VIEWER},
     "activation.key_detail": {StaffRole.PROGRAMME, StaffRole.VIEWER},
     "activation.accept_key": {StaffRole.PROGRAMME},

@@ -371,6 +371,9 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("activation.register_key", "POST"): Target(
         "receiver", "/api/claim/keys", CREDENTIAL, kind="json"
     ),
+    ("activation.remove_key", "POST"): Target(
+        "receiver", "/claim/keys/{key}/remove", fuzz_path={"key": ["{flagged_key}"]}
+    ),
     # staff
     ("accounts.staff_create", "POST"): Target(
         STAFF,
@@ -1109,6 +1112,7 @@ OWNED: dict[str, tuple[dict[str, str], dict[str, list[str]]]] = {
     "distribution.decide_replacement": (REASON, {"decision": ["approve", "decline"]}),
     "activation.key_detail": ({}, {}),
     "activation.accept_key": (REASON, {}),
+    "activation.remove_key": ({}, {}),
     "staff_keys.remove_key": ({}, {}),
 }
 

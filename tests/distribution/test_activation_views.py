@@ -1,16 +1,19 @@
-"""Activation on the web: the JSON endpoints the page script calls, their refusals, and the
-staff review of keys that are not counted as Titans."""
+"""Activation on the web: the JSON endpoints the page script calls, their refusals, removing a
+key that does not count, and the staff review of keys that are not counted as Titans."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from uuid import UUID
 
 import pytest
 from sqlmodel import select
 
-from accounts.models import SecurityKey, StaffRole
+from accounts.models import SecurityKey, StaffRole, WebAuthnChallenge
+from db import AuditEvent, utcnow
 from distribution import webauthn
-from distribution.models import Claim
+from distribution.activation_views import PYPI_TWO_FACTOR
+from distribution.models import Claim, Shipment
 from security import METADATA_EXTENSION
 from tests.factories import (
     USB_A,
@@ -119,11 +122,18 @@ def test_programme_staff_review_and_accept_another_make(client, session, maintai
     assert done.get_json()["outcome"] == "other"
     key = session.exec(select(SecurityKey)).one()
 
+    parcel = session.exec(select(Shipment)).one()
     sign_in_as(client, make_staff(session, roles=[StaffRole.VIEWER]))
     listed = client.get("/staff/keys").get_data(as_text=True)
     assert "Yubi" in listed and str(OTHER_MAKE) in listed
+    assert maintainer.display_name in listed and maintainer.email in listed
+    assert f'href="/staff/shipping/parcels/{parcel.reference}"' in listed
     detail = client.get(f"/staff/keys/{key.id}").get_data(as_text=True)
     assert "<code>packed</code>" in detail and "Count it as a Titan" not in detail
+    stored = detail[detail.index('data-testid="stored"') : detail.index("read today")]
+    assert "another make, or one the metadata did not know" in stored
+    assert "<dt>Chain trusted</dt><dd>no</dd>" in stored
+    assert f'<time datetime="{key.created_at.isoformat()}">' in stored
 
     sign_in_as(client, make_staff(session, roles=[StaffRole.PROGRAMME]))
     token = csrf_token(client, f"/staff/keys/{key.id}")
@@ -135,16 +145,38 @@ def test_programme_staff_review_and_accept_another_make(client, session, maintai
         data={"reason": "A browser that hides the make; seen on a call", "csrf_token": token},
     )
 
-    assert short.status_code == 400 and "at least 5 characters" in short.get_data(as_text=True)
+    # The form asks for what the service does: 5 characters, blanks around them not counted.
+    assert short.status_code == 400
+    assert "Between 5 and 1,000 characters." in short.get_data(as_text=True)
     assert accepted.status_code == 302
     session.refresh(key)
     assert key.counts_as_titan and key.accepted_by
     assert "No key waits for review." in client.get("/staff/keys").get_data(as_text=True)
+    event = session.exec(
+        select(AuditEvent).where(AuditEvent.action == "security_key.accepted")
+    ).one()
+    assert event.details["reason"] == "A browser that hides the make; seen on a call"
+
+    # The acceptance is shown on the parcel's page, and to the maintainer on My claim.
+    decision = (
+        f"{key.accepted_by}",
+        key.accepted_at.strftime("%-d %b %Y"),
+        "A browser that hides the make; seen on a call",
+    )
+    parcel_page = client.get(f"/staff/shipping/parcels/{parcel.reference}").get_data(as_text=True)
+    shown = parcel_page[parcel_page.index('data-testid="acceptances"') :]
+    assert "“Yubi”" in shown and all(part in shown for part in decision)
 
     # Accepted already, so the page offers no form: a short reason was refused with no word.
     again = client.post(f"/staff/keys/{key.id}/accept", data={"reason": "ok", "csrf_token": token})
     assert again.status_code == 400
-    assert "Reason: Between 3 and 1,000 characters." in again.get_data(as_text=True)
+    assert "Reason: Between 5 and 1,000 characters." in again.get_data(as_text=True)
+
+    sign_in_as(client, maintainer)
+    my_claim = client.get("/claim").get_data(as_text=True)
+    shown = my_claim[my_claim.index('data-testid="acceptances"') :]
+    assert "Your key “Yubi” counts as a Titan" in shown
+    assert key.accepted_at.strftime("%-d %B %Y") in shown and decision[2] in shown
 
 
 def test_a_maintainer_signs_in_with_their_key_instead_of_a_link(client, session, maintainer, ca):
@@ -157,7 +189,9 @@ def test_a_maintainer_signs_in_with_their_key_instead_of_a_link(client, session,
         ).status_code
         == 200
     )
-    client.get("/sign-out")
+    signed_out = client.post("/sign-out", data={"csrf_token": csrf})
+    assert signed_out.status_code == 302
+    assert client.get("/claim").location.endswith("/sign-in")  # really signed out
     csrf = csrf_token(client, "/sign-in")
 
     def post(path, body):
@@ -174,3 +208,87 @@ def test_a_maintainer_signs_in_with_their_key_instead_of_a_link(client, session,
     assert replayed.status_code == 400 and "used already" in replayed.get_json()["message"]
     page = client.get("/account")
     assert page.status_code == 200 and "with your security key" in page.get_data(as_text=True)
+
+
+def test_the_keys_page_says_why_two_keys_and_links_to_pypi(client, maintainer):
+    page = client.get("/claim/keys").get_data(as_text=True)
+
+    why = page[page.index('id="why-heading">Why two keys</h2>') :]
+    assert "so losing one never locks you out" in why
+    assert f'<a href="{PYPI_TWO_FACTOR}">' in why
+    assert PYPI_TWO_FACTOR == "https://pypi.org/manage/account/two-factor/"
+
+
+def refusal(client, session, **register):
+    """Register a key whose answer is wrong as ``register`` says; the refusal's status and
+    message, and the keys stored."""
+    csrf, begun = begin(client)
+    authenticator = register.pop("authenticator")
+    expire = register.pop("expire", False)
+    if expire:
+        session.get(WebAuthnChallenge, begun["token"]).expires_at = utcnow() - timedelta(seconds=1)
+        session.flush()
+    credential = authenticator.register(begun["publicKey"], origin="http://localhost", **register)
+    answer = send(client, csrf, {"token": begun["token"], "name": "Key", "credential": credential})
+    return answer.status_code, answer.get_json()["message"], session.exec(select(SecurityKey)).all()
+
+
+def test_an_expired_challenge_is_a_4xx_that_says_so(client, session, maintainer, ca):
+    status, message, stored = refusal(
+        client, session, authenticator=SoftAuthenticator(aaguid=TITAN, ca=ca), expire=True
+    )
+    assert status == 400 and "timed out" in message and stored == []
+
+
+def test_a_forged_titan_is_a_4xx_that_says_so_and_is_audited(client, session, maintainer):
+    status, message, stored = refusal(
+        client, session, authenticator=SoftAuthenticator(aaguid=TITAN), attestation="self"
+    )
+    assert status == 422 and "signs its own attestation" in message and stored == []
+    refused = session.exec(select(AuditEvent).where(AuditEvent.action == "security_key.refused"))
+    assert refused.one().details["refusal"] == "ForgedAttestation"  # the refusal was committed
+
+
+def test_a_key_answering_another_rp_id_is_a_4xx_that_says_so(client, session, maintainer, ca):
+    status, message, stored = refusal(
+        client,
+        session,
+        authenticator=SoftAuthenticator(aaguid=TITAN, ca=ca),
+        rp_id="evil.example",
+    )
+    assert status == 400 and "another website than localhost" in message and stored == []
+
+
+def test_a_made_up_attestation_format_is_a_4xx_that_says_so(client, session, maintainer, ca):
+    status, message, stored = refusal(
+        client, session, authenticator=SoftAuthenticator(aaguid=OTHER_MAKE, ca=ca), fmt="x" * 40
+    )
+    assert status == 400 and "not one WebAuthn defines" in message and stored == []
+
+
+def test_a_maintainer_removes_a_key_that_does_not_count(client, session, maintainer, ca):
+    key = SoftAuthenticator(aaguid=TITAN, ca=ca)
+    for attestation in ("none", "packed"):  # withheld, then retried showing the make
+        csrf, begun = begin(client)
+        credential = key.register(
+            begun["publicKey"], origin="http://localhost", attestation=attestation
+        )
+        send(client, csrf, {"token": begun["token"], "name": attestation, "credential": credential})
+    withheld, titan = session.exec(select(SecurityKey).order_by(SecurityKey.id)).all()
+    page = client.get("/claim/keys").get_data(as_text=True)
+    assert f'data-testid="remove-key-{withheld.id}"' in page
+    assert f'data-testid="remove-key-{titan.id}"' not in page  # it counts
+
+    no_csrf = client.post(f"/claim/keys/{withheld.id}/remove")
+    counted = client.post(f"/claim/keys/{titan.id}/remove", data={"csrf_token": csrf})
+    removed = client.post(f"/claim/keys/{withheld.id}/remove", data={"csrf_token": csrf})
+
+    assert no_csrf.status_code == 400
+    assert counted.status_code == 400 and "it is the proof" in counted.get_data(as_text=True)
+    assert removed.status_code == 302
+    page = client.get("/claim/keys").get_data(as_text=True)
+    assert "Key removed." in page and "make and model not shown" not in page
+    session.refresh(withheld)
+    assert withheld.removed_at is not None  # kept, marked
+    again = client.post(f"/claim/keys/{withheld.id}/remove", data={"csrf_token": csrf})
+    assert again.status_code == 404 and "You have no such key." in again.get_data(as_text=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -274,8 +275,10 @@ def test_an_unknown_make_of_key_is_usable_and_programme_staff_accept_it(
         staff.get_by_role("button", name="Count as a Titan").click()
         expect(staff.get_by_text("The key counts as a Titan activation now.")).to_be_visible()
         expect(summary_value(staff, "Counts as an activation")).to_have_text(
-            "yes, accepted by activation-programme@example.org:"
-            " Checked by video call: a Titan behind a browser."
+            re.compile(
+                r"yes, accepted by activation-programme@example\.org on \d{1,2} \w+ \d{4}:"
+                r" Checked by video call: a Titan behind a browser\."
+            )
         )
     finally:
         staff_context.close()
@@ -286,6 +289,14 @@ def test_an_unknown_make_of_key_is_usable_and_programme_staff_accept_it(
         "Key from the drawer — counted as a Titan by programme staff"
     )
     assert claim_status(live_server, who) == "shipped"
+    # The decision is on the maintainer's claim page too: who, and why.
+    page.goto(f"{live_server.url}/claim")
+    expect(page.get_by_test_id("acceptances")).to_contain_text(
+        "Your key “Key from the drawer” counts as a Titan: activation-programme@example.org"
+    )
+    expect(page.get_by_test_id("acceptances")).to_contain_text(
+        "because: Checked by video call: a Titan behind a browser."
+    )
 
 
 @pytest.mark.usefixtures("virtual_key_trusted_as_titan")
