@@ -4,6 +4,7 @@ pdftoppm, barcodes with zxing-cpp."""
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import re
 import subprocess
@@ -355,19 +356,20 @@ def test_the_fetcher_reads_data_uris() -> None:
 def test_chunks_give_the_same_run_as_one_document() -> None:
     run = [parcel(country, number) for number, country in enumerate(2 * list(ADDRESSES))]
     steps: list[tuple[int, int]] = []
-    chunked = render_run(
-        run,
-        settings=SETTINGS,
-        chunk_pages=10,
-        workers=2,
-        on_progress=lambda done, total: steps.append((done, total)),
-    )
+    workers: set[int] = set()
+
+    def follow(done: int, total: int) -> None:
+        steps.append((done, total))
+        workers.update(process.pid for process in multiprocessing.active_children())
+
+    chunked = render_run(run, settings=SETTINGS, chunk_pages=10, workers=2, on_progress=follow)
     whole = render_run(run, settings=SETTINGS)
     assert page_texts(chunked) == page_texts(whole)
     assert len(page_texts(chunked)) == 2 * len(run) == 44
     assert steps[0] == (0, 44) and steps[-1] == (44, 44)
     assert len(steps) == 1 + 5  # four chunks of 10 pages and one of 4, after the start
     assert [done for done, _total in steps] == sorted(done for done, _total in steps)
+    assert len(workers) == 2  # both cores: two worker processes rendered the chunks
 
 
 def test_sheets_are_not_split_across_chunks() -> None:
