@@ -20,6 +20,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional, Vali
 from accounts.forms import MultiCheckboxField, WholeNumberField
 from distribution.addresses import AddressField, address_fields
 from distribution.models import TRACKING_NUMBER_MAX_LENGTH, KeyModel
+from settings import get_settings
 
 ADDRESS_PREFIX = "address_"
 QUANTITY_PREFIX = "quantity_"
@@ -225,11 +226,16 @@ _LAYOUTS = [
 ]
 
 
+def _default_layout() -> str:
+    """KEYS_LABEL_LAYOUT: the forms offer it first, and a form sent without one gets it."""
+    return get_settings().label_layout
+
+
 class LabelRunForm(FlaskForm):
     """Selected parcels, or every parcel the queue's filter shows (``everything``)."""
 
     claim_ids = MultiCheckboxField("Parcels to put on labels", coerce=int)
-    layout = SelectField("Layout", choices=_LAYOUTS)
+    layout = SelectField("Layout", choices=_LAYOUTS, default=_default_layout)
     everything = HiddenField()
 
     def validate_claim_ids(self, field: MultiCheckboxField) -> None:
@@ -241,7 +247,7 @@ class LabelRunForm(FlaskForm):
 
 class ReprintForm(FlaskForm):
     claim_ids = MultiCheckboxField("Labels to print again", coerce=int)
-    layout = SelectField("Layout", choices=_LAYOUTS)
+    layout = SelectField("Layout", choices=_LAYOUTS, default=_default_layout)
 
     def validate_claim_ids(self, field: MultiCheckboxField) -> None:
         if not field.data:

@@ -431,3 +431,30 @@ def test_damaged_keys_are_reported_on_the_parcel_they_came_in(shipping, client, 
         "a damaged key was reported (Titan Security Key USB-A/NFC). A replacement is waiting"
         in (" ".join(claim_page.split()))
     )
+
+
+def test_the_label_forms_offer_the_layout_of_the_settings(app_factory, session):
+    app = app_factory(label_layout="a4")
+    settings = app.extensions["keys_settings"]
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    waiting, printed = (redeem_parcel(session, settings)[1] for _ in range(2))
+    print_labels(session, settings, [printed.claim_id])
+    desk = app.test_client()
+    sign_in_as(desk, make_staff(session, roles=[StaffRole.SHIPPING]))
+
+    page = text(desk.get("/staff/shipping"))
+    started = desk.post(
+        "/staff/shipping/labels",
+        data={
+            "claim_ids": str(waiting.claim_id),
+            "csrf_token": csrf_token(desk, "/staff/shipping"),
+        },
+    )
+
+    for select_id in ("layout", "reprint-layout"):
+        options = page.split(f'id="{select_id}"', 1)[1].split("</select>", 1)[0]
+        assert '<option selected value="a4">A4, two labels a sheet</option>' in options
+        assert options.count("selected") == 1
+    assert started.status_code == 302  # a form sent without a layout takes the setting's
+    [run] = [r for r in session.exec(select(LabelRun)).all() if r.claim_ids == [waiting.claim_id]]
+    assert run.layout == "a4"
