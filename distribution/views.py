@@ -70,7 +70,7 @@ from distribution.models import ClaimStatus, LabelRun, Shipment
 from eligibility.countries import country_name, served_choices
 from eligibility.decisions import decide
 from mail import get_mailer
-from security import limiter, maintainer_required, staff_required
+from security import MAX_ROW_ID, limiter, maintainer_required, staff_required
 from settings import get_settings
 
 bp = Blueprint("distribution", __name__)
@@ -404,6 +404,12 @@ def print_labels() -> ResponseReturnValue:
     form = LabelRunForm()
     form.claim_ids.choices = _parcel_choices(queue.parcels)
     if not form.validate_on_submit():
+        _name_parcels_gone(
+            form,
+            queue.parcels,
+            "were printed, taken into another label run or cancelled meanwhile, so nothing was "
+            "printed. The parcels still waiting stay selected: print them now.",
+        )
         return _render_shipping(form), 400
     ids = [q.claim_id for q in queue.parcels] if form.everything.data else form.claim_ids.data
     run = label_runs.start_run(
@@ -418,8 +424,15 @@ def reprint_labels() -> ResponseReturnValue:
     """Print the labels of parcels that wait to ship once more (audited; nothing moves)."""
     session = get_session()
     form = ReprintForm(prefix="reprint")
-    form.claim_ids.choices = _parcel_choices(_printed(session))
+    printed = _printed(session)
+    form.claim_ids.choices = _parcel_choices(printed)
     if not form.validate_on_submit():
+        _name_parcels_gone(
+            form,
+            printed,
+            "were shipped, voided or cancelled meanwhile, so nothing was printed again. The "
+            "labels still waiting to ship stay selected: print them now.",
+        )
         return _render_shipping(LabelRunForm(formdata=None), reprint=form), 400
     run = label_runs.start_run(
         session=session,
@@ -429,6 +442,27 @@ def reprint_labels() -> ResponseReturnValue:
         reprint=True,
     )
     return _follow(run)
+
+
+def _name_parcels_gone(
+    form: LabelRunForm | ReprintForm, offered: list[fulfilment.QueuedParcel], what_happened: str
+) -> None:
+    """Selected parcels the page showed that another desk took meanwhile: say which, by their
+    references (not "'5' is not a valid choice", a claim id), and keep the others selected.
+    Nothing is printed, so staff see the change before any label is made."""
+    chosen = form.claim_ids.data or []
+    still = {parcel.claim_id for parcel in offered}
+    gone = fulfilment.parcels_of_claims(
+        session=get_session(),
+        # An id past any row's names no claim (and would overflow PostgreSQL's parameter).
+        claim_ids=[i for i in chosen if i not in still and 0 < i <= MAX_ROW_ID],
+        base_url=get_settings().base_url,
+    )
+    if gone:  # otherwise ids that name no parcel at all: the field's own error stands
+        references = ", ".join(parcel.label.reference for parcel in gone)
+        form.claim_ids.data = [claim_id for claim_id in chosen if claim_id in still]
+        form.claim_ids.errors = []
+        form.form_errors.append(f"Parcel(s) {references} {what_happened}")
 
 
 # How a started run gets rendered: a thread of this process, once the request has committed.

@@ -4,6 +4,7 @@ label runs in the background, parcel pages and their actions, delivery files, de
 from __future__ import annotations
 
 import io
+import re
 import time
 
 import pytest
@@ -458,3 +459,57 @@ def test_the_label_forms_offer_the_layout_of_the_settings(app_factory, session):
     assert started.status_code == 302  # a form sent without a layout takes the setting's
     [run] = [r for r in session.exec(select(LabelRun)).all() if r.claim_ids == [waiting.claim_id]]
     assert run.layout == "a4"
+
+
+def test_printing_parcels_another_desk_took_meanwhile_names_them(shipping, session, settings):
+    # The page said "'5' is not a valid choice for this field." (a claim id).
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    taken, free = (redeem_parcel(session, settings)[1] for _ in range(2))
+    token = csrf_token(shipping, "/staff/shipping")
+    print_labels(session, settings, [taken.claim_id])  # another desk, a moment ago
+
+    refused = shipping.post(
+        "/staff/shipping/labels",
+        data={"claim_ids": [str(taken.claim_id), str(free.claim_id)], "csrf_token": token},
+    )
+
+    page = " ".join(text(refused).split())
+    assert refused.status_code == 400
+    assert (
+        f"Parcel(s) {taken.reference} were printed, taken into another label run or cancelled "
+        "meanwhile, so nothing was printed. The parcels still waiting stay selected" in page
+    )
+    assert "not a valid choice" not in page
+    assert re.search(rf'<input checked[^>]* value="{free.claim_id}"', page)
+    assert len(session.exec(select(LabelRun)).all()) == 1  # the other desk's run only
+    assert session.get(Claim, free.claim_id).status == "redeemed"
+    # An id no row can have is not looked up (PostgreSQL refused it: a 500).
+    beyond = shipping.post(
+        "/staff/shipping/labels",
+        data={"claim_ids": [str(2**31), str(free.claim_id)], "csrf_token": token},
+    )
+    assert beyond.status_code == 400 and "is not a valid choice" in text(beyond)
+
+
+def test_reprinting_labels_shipped_meanwhile_names_them(shipping, session, settings):
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    gone, kept = (redeem_parcel(session, settings)[1] for _ in range(2))
+    print_labels(session, settings, [gone.claim_id, kept.claim_id])
+    token = csrf_token(shipping, "/staff/shipping")
+    ship(session, settings, gone.reference)  # another desk, a moment ago
+
+    refused = shipping.post(
+        "/staff/shipping/reprint",
+        data={
+            "reprint-claim_ids": [str(gone.claim_id), str(kept.claim_id)],
+            "reprint-layout": "4x6",
+            "csrf_token": token,
+        },
+    )
+
+    page = " ".join(text(refused).split())
+    assert refused.status_code == 400
+    assert f"Parcel(s) {gone.reference} were shipped, voided or cancelled meanwhile" in page
+    assert re.search(rf'<input checked[^>]* value="{kept.claim_id}"', page)
+    assert "<details open>" in page
+    assert len(session.exec(select(LabelRun)).all()) == 1  # the first print only
