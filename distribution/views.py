@@ -687,9 +687,8 @@ def manifest_apply() -> ResponseReturnValue:
         actor=actor_for(current_user),
         text=form.manifest.data,
     )
-    shipped = sum(1 for line in lines if not line.problem)
-    flash(f"Shipped {shipped} parcel(s); {len(lines) - shipped} line(s) left out.", "success")
-    return redirect(url_for("distribution.shipping_desk"))
+    # The lines left out are listed again, each with its reason: a count alone cannot be fixed.
+    return render_template("distribution/manifest.html", lines=lines, form=form, applied=True)
 
 
 @bp.post("/staff/shipping/deliveries")
@@ -711,9 +710,7 @@ def deliveries_apply() -> ResponseReturnValue:
     lines = fulfilment.apply_deliveries(
         session=get_session(), actor=actor_for(current_user), text=form.deliveries.data
     )
-    done = sum(1 for line in lines if not line.problem)
-    flash(f"Recorded {done} delivery(ies); {len(lines) - done} line(s) left out.", "success")
-    return redirect(url_for("distribution.shipping_desk"))
+    return render_template("distribution/deliveries.html", lines=lines, form=form, applied=True)
 
 
 @bp.get("/staff/replacements")

@@ -307,7 +307,12 @@ def test_a_delivery_file_is_previewed_before_it_is_recorded(shipping, session, s
     applied = shipping.post(
         "/staff/shipping/deliveries/apply", data={"deliveries": events, "csrf_token": token}
     )
-    assert applied.status_code == 302
+    # The line left out is listed again with its reason (it was only counted).
+    assert applied.status_code == 200
+    page = " ".join(text(applied).split())
+    assert "Recorded 1 delivery(ies). 1 line(s) were left out" in page
+    assert "<code>SKNOPE</code>" in page and "No parcel has the reference &#39;SKNOPE&#39;" in page
+    assert f"<code>{parcel.reference}</code>" not in page and "Record 1 delivery" not in page
     session.expire_all()
     assert session.get(Claim, parcel.claim_id).status == "delivered"
 
@@ -431,6 +436,38 @@ def test_damaged_keys_are_reported_on_the_parcel_they_came_in(shipping, client, 
     assert (
         "a damaged key was reported (Titan Security Key USB-A/NFC). A replacement is waiting"
         in (" ".join(claim_page.split()))
+    )
+
+
+def test_an_imported_manifest_lists_the_lines_it_left_out(shipping, session, settings, mailbox):
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    parcels = [redeem_parcel(session, settings)[1] for _ in range(2)]
+    print_labels(session, settings, [parcels[0].claim_id])
+    manifest = (
+        f"{parcels[0].reference},ups,1Z999AA10123456784\n"
+        f"{parcels[1].reference},UPS,1Z999AA10123456785\n"
+        "SKNOPE,Hermes,H1\n"
+    )
+    token = csrf_token(shipping, "/staff/shipping")
+
+    applied = shipping.post(
+        "/staff/shipping/manifest/apply", data={"manifest": manifest, "csrf_token": token}
+    )
+
+    assert applied.status_code == 200
+    page = " ".join(text(applied).split())
+    assert "Shipped 1 parcel(s); their maintainers are emailed a tracking link." in page
+    assert "2 line(s) were left out" in page
+    assert f"<code>{parcels[1].reference}</code>" in page
+    assert "the parcel is redeemed, not waiting to ship" in page
+    assert (
+        "&#39;Hermes&#39; is not a carrier we ship with; the carriers are DHL, UPS, FedEx." in page
+    )
+    assert f"<code>{parcels[0].reference}</code>" not in page and "Ship 1 parcel" not in page
+    session.expire_all()
+    assert session.get(Shipment, parcels[0].id).carrier == "UPS"
+    assert "https://www.ups.com/track?tracknum=1Z999AA10123456784" in (
+        mailbox.messages[-1].get_content()
     )
 
 
