@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from accounts.models import Maintainer
-from db import Actor, record_event, utcnow
+from db import Actor, AuditEvent, record_event, utcnow
 from distribution import stock
 from distribution.claims import new_shipment_reference, transition_claim
 from distribution.errors import ClaimLocked, InvalidShipping, ParcelNotFound
@@ -155,8 +155,35 @@ def find_parcel(*, session: Session, reference: str) -> tuple[Claim, Shipment]:
         .where(Shipment.reference == wanted)
     ).first()
     if row is None:
+        voided = _voided_label(session, wanted)
+        if voided is not None:
+            raise ParcelNotFound(
+                f"The label {wanted} was voided: the parcel's reference is now "
+                f"{voided.reference}. Throw the old label away and use the newest one."
+            )
         raise ParcelNotFound(f"No parcel has the reference {wanted[:40]!r}.")
     return row[0], row[1]
+
+
+def _voided_label(session: Session, reference: str) -> Shipment | None:
+    """The parcel a voided label's reference belonged to, under its reference now (a label
+    voided twice is followed to the newest)."""
+    for _ in range(20):  # more voids of one parcel than any desk makes
+        void = session.exec(
+            select(AuditEvent)
+            .where(
+                AuditEvent.action == "shipment.label_voided",
+                col(AuditEvent.details)["before"].as_string() == reference,
+            )
+            .order_by(col(AuditEvent.id).desc())
+        ).first()
+        if void is None:
+            return None
+        reference = str(void.details["after"])
+        parcel = session.exec(select(Shipment).where(Shipment.reference == reference)).first()
+        if parcel is not None:
+            return parcel
+    return None
 
 
 def find_current_parcel(*, session: Session, reference: str) -> tuple[Claim, Shipment]:

@@ -12,7 +12,7 @@ from accounts.services import actor_for
 from db import AuditEvent, utcnow
 from distribution import claims, exceptions, fulfilment, stock
 from distribution.addresses import validate_address
-from distribution.errors import ClaimLocked, InvalidShipping, NoKeysLeft
+from distribution.errors import ClaimLocked, InvalidShipping, NoKeysLeft, ParcelNotFound
 from distribution.models import Claim, ParcelException, Shipment, StockMovement
 from mail import OutboxMailer, OutboxMessage
 from tests.factories import (
@@ -311,8 +311,9 @@ def test_a_voided_label_sends_the_parcel_back_to_the_queue_under_a_new_reference
     )
 
     assert voided.reference != old and status(session, parcel.claim_id) == "redeemed"
-    with pytest.raises(Exception, match="No parcel has the reference"):
-        fulfilment.find_parcel(session=session, reference=old)
+    # Scanned anyway, the old label names the parcel's reference now (it said "no parcel").
+    with pytest.raises(ParcelNotFound, match=f"The label {old} was voided: the parcel's "):
+        fulfilment.find_parcel(session=session, reference=old.lower())
     event = session.exec(
         select(AuditEvent).where(AuditEvent.action == "shipment.label_voided")
     ).one()
@@ -321,6 +322,13 @@ def test_a_voided_label_sends_the_parcel_back_to_the_queue_under_a_new_reference
         fulfilment.void_label(
             session=session, actor=ACTOR, reference=voided.reference, reason="again"
         )
+    newest = voided.reference
+    print_labels(session, settings, [parcel.claim_id])
+    newest = fulfilment.void_label(
+        session=session, actor=ACTOR, reference=newest, reason="Smudged"
+    ).reference
+    with pytest.raises(ParcelNotFound, match=f"reference is now {newest}. Throw the old label"):
+        fulfilment.find_parcel(session=session, reference=old)
 
 
 def test_a_delivery_file_records_its_good_lines_and_explains_the_rest(session, settings, stocked):

@@ -550,3 +550,31 @@ def test_reprinting_labels_shipped_meanwhile_names_them(shipping, session, setti
     assert re.search(rf'<input checked[^>]* value="{kept.claim_id}"', page)
     assert "<details open>" in page
     assert len(session.exec(select(LabelRun)).all()) == 1  # the first print only
+
+
+def test_scanning_a_voided_label_names_the_parcels_reference_now(shipping, session, settings):
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    _person, parcel = redeem_parcel(session, settings)
+    print_labels(session, settings, [parcel.claim_id])
+    old = parcel.reference
+    now = fulfilment.void_label(
+        session=session, actor=ACTOR, reference=old, reason="Torn"
+    ).reference
+    print_labels(session, settings, [parcel.claim_id])
+    token = csrf_token(shipping, "/staff/shipping")
+
+    scanned = shipping.post(
+        "/staff/shipping/ship",
+        data={
+            "reference": old,
+            "carrier": "DHL",
+            "tracking_number": "00340434161234567890",
+            "csrf_token": token,
+        },
+    )
+    found = shipping.get(f"/staff/shipping/parcel?reference={old}")
+
+    message = f"The label {old} was voided: the parcel&#39;s reference is now {now}."
+    assert scanned.status_code == 400 and message in text(scanned)
+    assert found.status_code == 404 and message in text(found)
+    assert session.get(Claim, parcel.claim_id).status == "label_printed"
