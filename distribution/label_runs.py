@@ -141,7 +141,10 @@ def _printed(session: Session, claim_ids: list[int]) -> int:
 
 
 def get_run(*, session: Session, run_id: int) -> RunView:
-    run = session.get(LabelRun, run_id)
+    """A run without its PDF, which is loaded only when read (the run page reloads every two
+    seconds while it renders, and a done run's PDF can be tens of megabytes)."""
+    without_pdf = sa.orm.defer(LabelRun.pdf)  # type: ignore[arg-type]
+    run = session.get(LabelRun, run_id, options=[without_pdf])
     if run is None:
         raise RunNotFound("There is no such label run.")
     return RunView(run, utcnow())

@@ -8,6 +8,7 @@ import re
 import time
 
 import pytest
+import sqlalchemy as sa
 from pypdf import PdfReader
 from sqlmodel import select
 
@@ -550,6 +551,35 @@ def test_reprinting_labels_shipped_meanwhile_names_them(shipping, session, setti
     assert re.search(rf'<input checked[^>]* value="{kept.claim_id}"', page)
     assert "<details open>" in page
     assert len(session.exec(select(LabelRun)).all()) == 1  # the first print only
+
+
+PDF_COLUMN = re.compile(r"label_run\.pdf\b")  # not label_run.pdf_erased_at
+
+
+def test_the_run_page_leaves_the_pdf_in_the_database_until_it_is_downloaded(
+    shipping, session, settings, connection
+):
+    # It loaded the whole PDF on every two-second refresh.
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    _person, parcel = redeem_parcel(session, settings)
+    run = print_labels(session, settings, [parcel.claim_id])
+    statements = []
+
+    def seen(_conn, _cursor, statement, *_args):
+        statements.append(statement)
+
+    sa.event.listen(connection, "before_cursor_execute", seen)
+    try:
+        page = shipping.get(f"/staff/shipping/runs/{run.id}")
+        read_on_the_page = [s for s in statements if PDF_COLUMN.search(s)]
+        statements.clear()
+        download = shipping.get(f"/staff/shipping/runs/{run.id}/labels.pdf")
+    finally:
+        sa.event.remove(connection, "before_cursor_execute", seen)
+
+    assert "The PDF is ready" in text(page) and read_on_the_page == []
+    assert download.data.startswith(b"%PDF")
+    assert any(PDF_COLUMN.search(s) for s in statements)  # read when it is downloaded
 
 
 def test_scanning_a_voided_label_names_the_parcels_reference_now(shipping, session, settings):
