@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 import time
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +15,7 @@ from sqlmodel import select
 
 from accounts.models import StaffRole
 from app import create_app
-from db import AuditEvent, get_database
+from db import AuditEvent, get_database, utcnow
 from distribution import exceptions, fulfilment, label_runs
 from distribution.models import Claim, LabelRun, ParcelException, Shipment
 from mail import OutboxMailer
@@ -24,6 +25,7 @@ from tests.factories import (
     USB_A,
     USB_C,
     csrf_token,
+    database_on,
     make_staff,
     print_labels,
     redeem_parcel,
@@ -551,6 +553,55 @@ def test_reprinting_labels_shipped_meanwhile_names_them(shipping, session, setti
     assert re.search(rf'<input checked[^>]* value="{kept.claim_id}"', page)
     assert "<details open>" in page
     assert len(session.exec(select(LabelRun)).all()) == 1  # the first print only
+
+
+def test_a_reprint_from_the_desk_prints_the_labels_again_and_moves_nothing(
+    shipping, session, settings
+):
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    _person, parcel = redeem_parcel(session, settings)
+    print_labels(session, settings, [parcel.claim_id])
+    token = csrf_token(shipping, "/staff/shipping")
+
+    started = shipping.post(
+        "/staff/shipping/reprint",
+        data={
+            "reprint-claim_ids": str(parcel.claim_id),
+            "reprint-layout": "letter",
+            "csrf_token": token,
+        },
+    )
+    run = session.exec(select(LabelRun).where(LabelRun.reprint)).one()
+    label_runs.execute_run(database=database_on(session), settings=settings, run_id=run.id)
+    session.expire_all()
+
+    assert started.status_code == 302 and started.location.endswith(f"/runs/{run.id}")
+    page = " ".join(text(shipping.get(started.location)).split())
+    assert f"Reprint {run.id}" in page and "The PDF is ready" in page
+    assert "A reprint changes nothing: the parcels still wait to ship." in page
+    pdf = PdfReader(io.BytesIO(shipping.get(f"{started.location}/labels.pdf").data))
+    assert parcel.reference in pdf.pages[0].extract_text()
+    assert (run.layout, run.claim_ids, run.printed) == ("letter", [parcel.claim_id], 1)
+    assert session.get(Claim, parcel.claim_id).status == "label_printed"
+    actions = [e.action for e in session.exec(select(AuditEvent)).all()]
+    assert actions.count("labels.reprinted") == 1 and actions.count("labels.downloaded") == 1
+
+
+def test_the_queue_shows_parcels_old_enough_for_the_age_filter(shipping, session, settings):
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    old, new = (redeem_parcel(session, settings)[1] for _ in range(2))
+    session.execute(
+        sa.update(Shipment)
+        .where(Shipment.id == old.id)
+        .values(created_at=utcnow() - timedelta(days=8))
+    )
+
+    week = text(shipping.get("/staff/shipping?min_age_days=7"))
+    day = text(shipping.get("/staff/shipping?min_age_days=1"))
+
+    assert old.reference in week and new.reference not in week
+    assert "1 of 2 waiting parcel(s) shown" in week
+    assert old.reference in day and new.reference not in day
 
 
 PDF_COLUMN = re.compile(r"label_run\.pdf\b")  # not label_run.pdf_erased_at
