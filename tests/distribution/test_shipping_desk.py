@@ -659,3 +659,39 @@ def test_scanning_a_voided_label_names_the_parcels_reference_now(shipping, sessi
     assert scanned.status_code == 400 and message in text(scanned)
     assert found.status_code == 404 and message in text(found)
     assert session.get(Claim, parcel.claim_id).status == "label_printed"
+
+
+def test_damaged_keys_of_one_claim_are_one_decision_on_the_replacements_page(
+    client, session, settings
+):
+    stock_famous_project(session, {USB_A: 4, USB_C: 4})
+    _person, parcel = shipped_parcel(session, settings)
+    fulfilment.record_delivery(session=session, actor=ACTOR, reference=parcel.reference)
+    reported = [
+        exceptions.report_damaged(
+            session=session, actor=ACTOR, reference=parcel.reference, sku=sku, reason=reason
+        )[0]
+        for sku, reason in ((USB_A, "Bent plug"), (USB_C, "Cracked case"))
+    ]
+    sign_in_as(client, make_staff(session, roles=[StaffRole.PROGRAMME]))
+
+    page = " ".join(text(client.get("/staff/replacements")).split())
+    approved = client.post(
+        f"/staff/replacements/{reported[1].id}/approve",
+        data={"reason": "", "csrf_token": csrf_token(client, "/staff/replacements")},
+    )
+
+    assert page.count('data-testid="replacement"') == 1
+    assert f"Damaged keys <code>{parcel.reference}</code>" in page
+    assert "2 keys, decided together and replaced in one parcel" in page
+    assert "Titan Security Key USB-A/NFC, reported" in page and ": Bent plug" in page
+    assert "Titan Security Key USB-C/NFC, reported" in page and ": Cracked case" in page
+    assert (
+        "Replacement: Titan Security Key USB-A/NFC × 1, Titan Security Key USB-C/NFC × 1, "
+        "to Germany." in page
+    )
+    assert approved.status_code == 302
+    session.expire_all()
+    replacement = session.exec(select(Shipment).where(Shipment.purpose == "replacement")).one()
+    assert replacement.items == {USB_A: 1, USB_C: 1}
+    assert {e.replacement for e in session.exec(select(ParcelException)).all()} == {"approved"}

@@ -329,7 +329,7 @@ def test_a_voided_label_sends_the_parcel_back_to_the_queue_under_a_new_reference
         f"Claim {parcel.claim_id} is redeemed."
     )
 
-    # In the queue again under the new reference; the old label scans as unknown.
+    # In the queue again under the new reference; the old label scans as voided, naming it.
     page.get_by_role("link", name="‹ Shipping").click()
     page.get_by_test_id("queue-counts").get_by_role("link", name="Austria 1", exact=True).click()
     run_form = page.get_by_test_id("label-run")
@@ -340,7 +340,8 @@ def test_a_voided_label_sends_the_parcel_back_to_the_queue_under_a_new_reference
     finder.get_by_label("Find a parcel by its reference").fill(parcel.reference)
     finder.get_by_role("button", name="Open the parcel").click()
     expect(field_of(finder, "Find a parcel by its reference")).to_contain_text(
-        f"No parcel has the reference '{parcel.reference}'."
+        f"The label {parcel.reference} was voided: the parcel's reference is now "
+        f"{shipment.reference}."
     )
 
 
