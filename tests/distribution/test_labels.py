@@ -360,7 +360,7 @@ def test_chunks_give_the_same_run_as_one_document() -> None:
 
     def follow(done: int, total: int) -> None:
         steps.append((done, total))
-        workers.update(process.pid for process in multiprocessing.active_children())
+        workers.update(process.ident or 0 for process in multiprocessing.active_children())
 
     chunked = render_run(run, settings=SETTINGS, chunk_pages=10, workers=2, on_progress=follow)
     whole = render_run(run, settings=SETTINGS)
