@@ -14,6 +14,8 @@ fonts come from fontconfig and images are inline SVG.
 
 from __future__ import annotations
 
+import base64
+import gc
 import io
 import multiprocessing
 from collections.abc import Callable, Sequence
@@ -29,7 +31,6 @@ import jinja2
 import segno
 import weasyprint
 from barcode.codex import Code128
-from markupsafe import Markup
 from pypdf import PdfReader, PdfWriter
 from weasyprint.text.fonts import FontConfiguration
 from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
@@ -291,7 +292,7 @@ def _render(
     context.set_forkserver_preload([__name__])
     try:
         with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
-            futures: list[Future[bytes]] = [pool.submit(_render_chunk, c) for c in chunks]
+            futures: list[Future[bytes]] = [pool.submit(_render_in_worker, c) for c in chunks]
             # In order, joining each chunk while the workers render the next ones; a chunk's
             # pages count as done when it and all before it are.
             for chunk, future in zip(chunks, futures, strict=True):
@@ -307,6 +308,18 @@ def _render(
 
 def _render_chunk(chunk: _Chunk) -> bytes:
     return write_pdf(_chunk_html(chunk), layout=chunk.layout)
+
+
+def _render_in_worker(chunk: _Chunk) -> bytes:
+    """A chunk in a pool worker, with Python's cycle collector paused: it walked WeasyPrint's
+    millions of short-lived objects for some 15% of a chunk's time, while reference counting
+    frees nearly all of them anyway (peak memory unchanged). The rest goes once, at the end."""
+    gc.disable()
+    try:
+        return _render_chunk(chunk)
+    finally:
+        gc.enable()
+        gc.collect()
 
 
 def _chunk_html(chunk: _Chunk) -> str:
@@ -357,14 +370,17 @@ def _label_context(parcel: ParcelLabel, settings: LabelSettings) -> dict[str, ob
         "recipient_name": name,
         "local_lang": _LOCAL_LANGUAGES.get(parcel.country, ""),
         "recipient_rest": rest,
-        # Safe: the SVG is built from numbers only; the reference never enters it.
-        "barcode": Markup(code128_svg(parcel.reference)),  # noqa: S704
+        "barcode": _svg_data_uri(code128_svg(parcel.reference)),
         "customs": customs,
     }
 
 
 def _slip_context(parcel: ParcelLabel) -> dict[str, object]:
     return {"parcel": parcel, "qr": _qr_data_uri(parcel.activation_url)}
+
+
+def _svg_data_uri(svg: str) -> str:
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode("ascii")).decode("ascii")
 
 
 @lru_cache(maxsize=64)
