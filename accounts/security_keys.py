@@ -235,7 +235,7 @@ def begin_authentication(
     stand_in: bytes = b"",
 ) -> tuple[dict[str, Any], str]:
     """Options for ``navigator.credentials.get`` over the owner's keys. Without an owner or
-    keys, over the made-up ``stand_in`` credential, so the answer reveals nothing."""
+    keys, over the made-up ``stand_in`` credential: no refusal that tells a known address."""
     keys = keys_of(session=session, owner=owner) if owner else []
     credentials = [decode(key.credential_id) for key in keys] or [
         stand_in or secrets.token_bytes(32)

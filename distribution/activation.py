@@ -164,7 +164,8 @@ def begin_sign_in(
     *, session: Session, settings: Settings, email: str
 ) -> tuple[dict[str, Any], str]:
     """Options to sign in with a key of the maintainer behind ``email``. An address without keys
-    gets options for a made-up key, the same each time, so the answer reveals nothing."""
+    gets options for a made-up key, the same each time, so asking does not plainly reveal who
+    has keys (how many credentials come back can still hint at it)."""
     return security_keys.begin_authentication(
         session=session,
         settings=settings,
