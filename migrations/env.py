@@ -29,9 +29,11 @@ def run() -> None:
         return
     url = config.get_main_option("sqlalchemy.url") or Settings.from_env(os.environ).database_url
     engine = db.create_db_engine(url)
-    with engine.connect() as connection:
-        run_migrations(connection)
-    engine.dispose()
+    try:
+        with engine.connect() as connection:
+            run_migrations(connection)
+    finally:  # a migration that refuses (0009's downgrade, say) leaves no pooled connection
+        engine.dispose()
 
 
 if context.is_offline_mode():
