@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta, timezone
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from accounts.services import actor_for
 from db import AuditEvent, utcnow
@@ -86,7 +86,7 @@ def test_a_returned_parcel_is_kept_for_its_maintainer_and_sent_again(session, se
         (USB_C, 1, parcel.reference),
     ]
     assert mails(session) == ["Your parcel came back to us: please check your address"]
-    body = session.exec(select(OutboxMessage)).all()[-1].body
+    body = session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))).all()[-1].body
     assert f"/claim/{parcel.claim_id}/address" in body and "Addressee unknown" in body
     with pytest.raises(ClaimLocked, match="only a parcel on its way"):
         exceptions.mark_returned(
@@ -247,7 +247,7 @@ def test_a_declined_replacement_tells_the_maintainer_why(session, settings, stoc
         note="The carrier delivered it to your neighbour.",
     )
     assert status(session, parcel.claim_id) == "lost"
-    body = session.exec(select(OutboxMessage)).all()[-1].body
+    body = session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))).all()[-1].body
     assert "The carrier delivered it to your neighbour." in body
     assert figures(session) == (4, 0, 4)
 

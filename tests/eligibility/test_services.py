@@ -6,7 +6,7 @@ import io
 from datetime import timedelta
 
 import pytest
-from sqlmodel import select
+from sqlmodel import col, select
 
 from accounts.models import Maintainer
 from accounts.services import actor_for
@@ -55,7 +55,9 @@ def test_an_import_records_a_versioned_list_with_its_diff(session):
     changes = critical.list_changes(session=session, critical_list=second.critical_list)
     assert [(c.change, c.project_name) for c in changes] == [("added", "c"), ("removed", "b")]
     event = session.exec(
-        select(AuditEvent).where(AuditEvent.action == "critical_list.imported")
+        select(AuditEvent)
+        .where(AuditEvent.action == "critical_list.imported")
+        .order_by(col(AuditEvent.id))
     ).all()[-1]
     assert event.details["added"] == ["c"] and event.details["removed"] == ["b"]
 
