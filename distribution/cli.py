@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
 
@@ -238,7 +238,7 @@ def _print(report: Mapping[str, object], as_json: bool, summary: str) -> None:
 def labels_command(status: str, layout: Layout | None, out: Path, as_json: bool) -> None:
     """Print the labels and packing slips of every claim in STATUS into one PDF, OUT.
 
-    OUT is opened before anything changes, so a path that cannot be written is refused first.
+    OUT is tried before anything changes, so a path that cannot be written is refused first.
     Claims move to label_printed once the run's PDF is complete and stored; OUT is written
     after that. Should writing it still fail, the PDF stays downloadable from the run's page,
     which the error names. Progress goes to stderr: a bar on a terminal, otherwise a line a
@@ -246,8 +246,8 @@ def labels_command(status: str, layout: Layout | None, out: Path, as_json: bool)
     """
     settings, database = get_settings(), get_database()
     reprint = status == ClaimStatus.LABEL_PRINTED
+    _refuse_unwritable(out)
     with ExitStack() as stack:
-        partial = stack.enter_context(_partial_file(out))
         with reported_as_cli_error(), database.transaction() as session:
             parcels = (
                 fulfilment.parcels_with_status(
@@ -289,9 +289,7 @@ def labels_command(status: str, layout: Layout | None, out: Path, as_json: bool)
         assert run.pdf is not None  # a finished run holds its PDF
         report.update(label_printed=0 if reprint else run.printed, skipped=run.skipped)
         try:
-            partial.write(run.pdf)
-            partial.close()
-            Path(partial.name).replace(out)  # the file appears whole or not at all
+            _write_whole(out, run.pdf)
         except OSError as error:
             page = f"{settings.base_url}/staff/shipping/runs/{run_id}"
             _print(report | {"page": page}, as_json, f"{len(parcels)} parcel(s) → not written.")
@@ -305,20 +303,25 @@ def labels_command(status: str, layout: Layout | None, out: Path, as_json: bool)
     _print(report, as_json, f"{len(parcels)} parcel(s) → {out}.")
 
 
-@contextmanager
-def _partial_file(out: Path) -> Iterator[BinaryIO]:
-    """OUT's ``.partial`` sibling, open for writing, removed unless it became OUT: opening it
-    before the run refuses a path that cannot be written while nothing has changed yet."""
+def _refuse_unwritable(out: Path) -> None:
+    """Refuse an OUT that cannot be written while nothing has changed yet. Its ``.partial``
+    sibling is made and removed at once, so a run killed later leaves no file behind."""
     partial = out.with_name(out.name + ".partial")
     try:
-        stream = partial.open("wb")
+        partial.open("wb").close()
+        partial.unlink()
     except OSError as error:
         raise click.BadParameter(
             f"{out} cannot be written: {error.strerror or error}.", param_hint="'--out'"
         ) from None
+
+
+def _write_whole(out: Path, pdf: bytes) -> None:
+    """OUT appears whole or not at all: written beside it, then renamed over it."""
+    partial = out.with_name(out.name + ".partial")
     try:
-        with stream:
-            yield stream
+        partial.write_bytes(pdf)
+        partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
 
