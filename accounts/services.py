@@ -229,15 +229,22 @@ def use_sign_in_link(*, session: Session, token: str) -> Maintainer:
     if maintainer.email_verified_at is None:
         # Opening a link sent to the address proves the maintainer reads it.
         maintainer.email_verified_at = now
+    record_sign_in(session=session, maintainer=maintainer, method="email_link", link_id=link.id)
+    return maintainer
+
+
+def record_sign_in(
+    *, session: Session, maintainer: Maintainer, method: str, **details: object
+) -> None:
+    """Audit a maintainer's sign-in, with how they proved who they are."""
     record_event(
         session=session,
         actor=actor_for(maintainer),
         action="sign_in.maintainer",
         subject_kind="maintainer",
         subject_id=maintainer.id,
-        details={"method": "email_link", "link_id": link.id},
+        details={"method": method, **details},
     )
-    return maintainer
 
 
 def _find_link(session: Session, token: str) -> SignInLink:

@@ -32,7 +32,7 @@ from sqlmodel import Session, col, select
 from accounts import security_keys
 from accounts.models import KeyOutcome, Maintainer, SecurityKey
 from accounts.security_keys import KeyProblem
-from accounts.services import actor_for, find_maintainer_by_email
+from accounts.services import find_maintainer_by_email, record_sign_in
 from db import Actor, record_event, utcnow
 from distribution import webauthn
 from distribution.claims import active_claim, items_of, shipment_of, transition_claim
@@ -192,15 +192,7 @@ def finish_sign_in(
         response=response,
     )
     assert maintainer is not None  # only an owner's key can sign
-    # As the emailed link's sign-in is recorded, with the method.
-    record_event(
-        session=session,
-        actor=actor_for(maintainer),
-        action="sign_in.maintainer",
-        subject_kind="maintainer",
-        subject_id=maintainer.id,
-        details={"method": "security_key", "key_id": key.id},
-    )
+    record_sign_in(session=session, maintainer=maintainer, method="security_key", key_id=key.id)
     return maintainer
 
 
