@@ -175,7 +175,8 @@ def test_programme_staff_review_and_accept_another_make(client, session, maintai
     sign_in_as(client, maintainer)
     my_claim = client.get("/claim").get_data(as_text=True)
     shown = my_claim[my_claim.index('data-testid="acceptances"') :]
-    assert "Your key “Yubi” counts as a Titan" in shown
+    assert "Your key “Yubi” counts as a Titan: programme staff accepted it" in shown
+    assert key.accepted_by not in shown  # staff are not named to maintainers
     assert key.accepted_at.strftime("%-d %B %Y") in shown and decision[2] in shown
 
 
