@@ -9,7 +9,7 @@ Letter two 4×6 panels share a landscape sheet. WeasyPrint's memory grows with t
 document, so a run is rendered in chunks of at most ``CHUNK_PAGES`` pages (in a process pool
 when there is more than one) and the chunks are joined with pypdf. Nothing is ever fetched: the
 URL fetcher refuses ``file:`` and remote URLs, the CSS is read from this package's templates,
-fonts come from fontconfig and images are inline SVG.
+fonts come from fontconfig and images are data: URIs.
 """
 
 from __future__ import annotations
