@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from fido2.webauthn import AttestationObject
 from playwright.sync_api import Browser, Locator, Page, Route, expect
-from sqlmodel import select
+from sqlmodel import col, select
 
 from accounts.models import Maintainer, SecurityKey, StaffRole
 from db import get_database
@@ -151,7 +151,9 @@ def summary_value(page: Page, term: str) -> Locator:
 def keys_of(live_server: LiveServer, who: Recipient) -> list[SecurityKey]:
     with get_database(live_server.app).transaction() as session:
         keys = session.exec(
-            select(SecurityKey).where(SecurityKey.maintainer_id == who.maintainer_id)
+            select(SecurityKey)
+            .where(SecurityKey.maintainer_id == who.maintainer_id)
+            .order_by(col(SecurityKey.id))
         ).all()
         session.expunge_all()
         return list(keys)
@@ -222,7 +224,8 @@ def test_an_unknown_make_of_key_is_usable_and_programme_staff_accept_it(
     expect(page.get_by_role("heading", name="Register your keys")).to_be_visible()
     expect(page.get_by_test_id("titan-count")).to_have_text("0 of 2 Titan keys registered.")
 
-    VirtualKeys(page).plug_in()
+    virtual = VirtualKeys(page)
+    first = virtual.plug_in()
     register(page, "Key from the drawer")
 
     # The real metadata does not know the virtual authenticator: registered, but not a Titan.
@@ -298,6 +301,23 @@ def test_an_unknown_make_of_key_is_usable_and_programme_staff_accept_it(
     expect(page.get_by_test_id("acceptances")).to_contain_text(
         "because: Checked by video call: a Titan behind a browser."
     )
+
+    # Another key that does not count can be removed again; the one staff counted cannot.
+    page.goto(f"{live_server.url}/claim/keys")
+    virtual.unplug(first)
+    virtual.plug_in()
+    register(page, "Borrowed key")
+    expect(page.locator(".flashes")).to_have_text(UNKNOWN_MAKE)
+    counted, borrowed = keys_of(live_server, who)
+    expect(page.get_by_test_id(f"remove-key-{counted.id}")).to_have_count(0)
+    page.get_by_test_id(f"remove-key-{borrowed.id}").get_by_role("button", name="Remove").click()
+    expect(page.locator(".flashes")).to_have_text(
+        "Key removed. You can no longer sign in with it here."
+    )
+    expect(page.get_by_test_id("keys")).not_to_contain_text("Borrowed key")
+    expect(page.get_by_test_id("keys")).to_contain_text("Key from the drawer")
+    removed = {key.name: key.removed_at for key in keys_of(live_server, who)}
+    assert removed["Borrowed key"] is not None and removed["Key from the drawer"] is None
 
 
 @pytest.mark.usefixtures("virtual_key_trusted_as_titan")
