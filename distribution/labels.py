@@ -336,10 +336,12 @@ def _chunk_html(chunk: _Chunk) -> str:
             else:
                 panels.append(slip.render(_slip_context(parcel)))
     per_page = _PANELS_PER_PAGE[chunk.layout]
-    pages = [
-        '<div class="sheet">' + "".join(panels[start : start + per_page]) + "</div>"
-        for start in range(0, len(panels), per_page)
-    ]
+    pages = panels  # a 4×6 panel is its page
+    if per_page > 1:  # a sheet holds two panels side by side
+        pages = [
+            '<div class="sheet">' + "".join(panels[start : start + per_page]) + "</div>"
+            for start in range(0, len(panels), per_page)
+        ]
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>Labels</title></head><body class={quoteattr('layout-' + chunk.layout)}>"
