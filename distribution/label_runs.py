@@ -241,8 +241,8 @@ def finish_run(
             claim.label_run_id = None
             printed.add(claim.id or 0)
         _release_claims(session, run.id or 0)
-    else:
-        printed = {parcel.claim_id for parcel in parcels}
+    else:  # a reprint holds nothing, so it asks which of its labels still belong to a parcel
+        printed = _still_printed(session, parcels)
     run.skipped = [p.label.reference for p in parcels if p.claim_id not in printed]
     run.printed = len(printed)
     run.pdf, run.status = pdf, LabelRunStatus.DONE.value
@@ -264,6 +264,23 @@ def finish_run(
         },
     )
     return run
+
+
+def _still_printed(session: Session, parcels: Sequence[QueuedParcel]) -> set[int]:
+    """The claims of ``parcels`` whose printed label still waits to ship under the reference
+    the reprint printed: one voided, shipped or returned meanwhile is left out."""
+    references = [parcel.label.reference for parcel in parcels]
+    return set(
+        session.exec(
+            select(Shipment.claim_id)
+            .join(Claim, col(Claim.id) == Shipment.claim_id)
+            .where(
+                col(Shipment.reference).in_(references),
+                col(Shipment.id).in_(current_shipments()),
+                Claim.status == ClaimStatus.LABEL_PRINTED.value,
+            )
+        ).all()
+    )
 
 
 def _fail(session: Session, run_id: int, message: str) -> None:

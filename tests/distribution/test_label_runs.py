@@ -171,3 +171,41 @@ def test_a_reprint_changes_nothing_but_is_audited(session, settings, waiting):
     assert session.get(Claim, ids[0]).status == "label_printed"
     actions = [e.action for e in session.exec(select(AuditEvent)).all()]
     assert actions.count("labels.printed") == 1 and actions.count("labels.reprinted") == 1
+
+
+def test_a_reprint_names_the_parcels_voided_or_shipped_while_it_rendered(
+    session, settings, waiting
+):
+    ids = list(waiting)
+    print_labels(session, settings, ids)
+    voided, shipped, kept = (
+        session.exec(select(Shipment).where(Shipment.claim_id == i)).one().reference for i in ids
+    )
+    run = label_runs.start_run(
+        session=session, actor=ACTOR, claim_ids=ids, layout="4x6", reprint=True
+    )
+
+    def meanwhile(done: int, _total: int) -> None:
+        """The desk voids one label and ships another parcel once the reprint renders."""
+        if done:
+            return
+        fulfilment.void_label(session=session, actor=ACTOR, reference=voided, reason="torn")
+        fulfilment.ship_parcel(
+            session=session,
+            mailer=OutboxMailer(),
+            settings=settings,
+            actor=ACTOR,
+            reference=shipped,
+            carrier="DHL",
+            tracking_number="00340434161234567890",
+        )
+        session.flush()
+
+    done = label_runs.execute_run(
+        database=database_on(session), settings=settings, run_id=run.id, on_progress=meanwhile
+    )
+
+    # All three labels were printed again; the voided and the shipped one are for the bin.
+    text = "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(done.pdf)).pages)
+    assert all(reference in text for reference in (voided, shipped, kept))
+    assert (done.printed, sorted(done.skipped)) == (1, sorted([voided, shipped]))
