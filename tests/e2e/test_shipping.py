@@ -1,6 +1,7 @@
 """Journeys: shipping staff filter the queue, select parcels and start a label run, follow the
 run page (it reloads itself) until the PDF is ready, download and read it, then ship a parcel
-by scanning the reference printed on it.
+by scanning the reference printed on it; or ship by a carrier manifest and record deliveries
+from the carrier's events, each file checked line by line before anything changes.
 
 Every journey shares one live database with the others, so each sends its parcels to a country
 no other journey uses, filters the queue by it, and asserts only on what it did itself.
@@ -23,7 +24,9 @@ from tests.conftest import Mailbox
 from tests.e2e.conftest import LiveServer
 from tests.e2e.journeys import (
     claim_of,
+    current_shipment,
     mail_to,
+    print_labels,
     redeemed_parcel,
     redeemed_parcels,
     sign_in_as_staff,
@@ -302,3 +305,99 @@ def test_a_big_run_shows_its_progress_until_the_pdf_is_ready(
     # The chunks are joined in order: the oldest parcel first, the newest last.
     assert parcels[0].reference in labels[0].extract_text()
     assert parcels[-1].reference in labels[-2].extract_text()
+
+
+def test_staff_ship_by_manifest_and_record_deliveries_after_checking_each_line(
+    live_server: LiveServer, page: Page, mailbox: Mailbox
+):
+    brussels = redeemed_parcel(
+        live_server,
+        username="manifest-lea",
+        address={
+            "country_code": "BE",
+            "name": "Lea Peeters",
+            "street_address": "Rue de la Loi 16",
+            "city": "Bruxelles",
+            "postal_code": "1000",
+        },
+        phone="+3225011111",
+        items={USB_A: 1, USB_C: 1},
+    )
+    london = redeemed_parcel(
+        live_server,
+        username="manifest-tom",
+        address={
+            "country_code": "GB",
+            "name": "Tom Baker",
+            "street_address": "221B Baker Street",
+            "city": "London",
+            "postal_code": "NW1 6XE",
+        },
+        phone="+442079460000",
+        items={USB_C: 2},
+    )
+    print_labels(live_server, brussels, london)
+    with get_database(live_server.app).transaction() as session:
+        make_staff(
+            session, email="manifest-desk@example.org", name="Max Desk", roles=[StaffRole.SHIPPING]
+        )
+    sign_in_as_staff(live_server, page, "manifest-desk@example.org")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Shipping").click()
+
+    # The carrier's file: one good line (its carrier in any case), two with a problem each.
+    page.get_by_label("Carrier manifest (CSV: reference, carrier, tracking number)").fill(
+        "reference,carrier,tracking_number\n"
+        f"{brussels.reference.lower()},dhl,JD014600009999\n"
+        f"{london.reference},Royal Mail,RM123456785GB\n"
+        "SKNOSUCHPARCEL,UPS,1Z999AA10123456784\n"
+    )
+    page.get_by_role("button", name="Check the manifest").click()
+    expect(page.get_by_role("heading", name="Manifest preview", level=1)).to_be_visible()
+    expect(page.locator("main")).to_contain_text(
+        "1 of 3 line(s) can be shipped. Lines with a problem are left out; nothing has changed yet."
+    )
+    rows = page.get_by_test_id("manifest-lines").locator("tbody tr")
+    expect(rows).to_have_count(3)
+    expect(rows.nth(0)).to_contain_text(f"2 {brussels.reference} DHL JD014600009999 ready")
+    expect(rows.nth(1)).to_contain_text(
+        "'Royal Mail' is not a carrier we ship with; the carriers are DHL, UPS, FedEx."
+    )
+    expect(rows.nth(2)).to_contain_text("No parcel has the reference 'SKNOSUCHPARCEL'.")
+    with get_database(live_server.app).transaction() as session:
+        assert claim_of(session, brussels).status == "label_printed"  # a preview changes nothing
+
+    page.get_by_role("button", name="Ship 1 parcel(s)").click()
+    expect(page.get_by_role("heading", name="Manifest imported", level=1)).to_be_visible()
+    expect(page.get_by_test_id("applied")).to_contain_text(
+        "Shipped 1 parcel(s); their maintainers are emailed a tracking link. "
+        "2 line(s) were left out"
+    )
+    left_out = page.get_by_test_id("manifest-lines").locator("tbody tr")
+    expect(left_out).to_have_count(2)  # only the lines still to fix
+    expect(left_out.nth(0)).to_contain_text(london.reference)
+    body = mail_to(mailbox, "manifest-lea@example.org", "Your security keys are on their way")
+    assert "tracking-id=JD014600009999" in body.get_content()
+    with get_database(live_server.app).transaction() as session:
+        shipped = current_shipment(session, brussels)
+        assert claim_of(session, brussels).status == "shipped"
+        assert (shipped.carrier, shipped.tracking_number) == ("DHL", "JD014600009999")
+        assert claim_of(session, london).status == "label_printed"
+
+    # Days later, the carrier's delivery events: one parcel arrived; the other never left.
+    page.get_by_role("link", name="‹ Shipping").click()
+    page.get_by_label("Delivery events (CSV: reference, delivered at)").fill(
+        f"{brussels.reference},\n{london.reference},2026-11-21\n"
+    )
+    page.get_by_role("button", name="Check the deliveries").click()
+    expect(page.get_by_role("heading", name="Delivery events preview", level=1)).to_be_visible()
+    rows = page.get_by_test_id("delivery-lines").locator("tbody tr")
+    expect(rows.nth(0)).to_contain_text("ready")
+    expect(rows.nth(1)).to_contain_text("the parcel is label printed, not on its way")
+    page.get_by_role("button", name="Record 1 delivery(ies)").click()
+    expect(page.get_by_test_id("applied")).to_contain_text(
+        "Recorded 1 delivery(ies). 1 line(s) were left out"
+    )
+    with get_database(live_server.app).transaction() as session:
+        assert claim_of(session, brussels).status == "delivered"
+        assert current_shipment(session, brussels).delivered_at is not None
+        assert claim_of(session, london).status == "label_printed"
