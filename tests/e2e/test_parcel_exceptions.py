@@ -1,6 +1,7 @@
 """Journeys: when a parcel goes wrong. A parcel comes back and goes out again once the maintainer
 corrects the address; a lost parcel is replaced with programme staff's approval; a misprinted
-label is voided and its parcel printed again under a new reference.
+label is voided and its parcel printed again under a new reference; a key that arrived damaged is
+replaced one for one.
 
 Every journey shares one live database with the others, so each sends its parcel to a country
 no other journey uses, and asserts only on what it did itself.
@@ -16,6 +17,7 @@ from sqlmodel import select
 
 from accounts.models import StaffRole
 from db import AuditEvent, get_database
+from distribution import fulfilment
 from distribution.models import ParcelException, StockMovement
 from tests.conftest import Mailbox
 from tests.e2e.conftest import LiveServer
@@ -32,7 +34,7 @@ from tests.e2e.journeys import (
     sign_in_by_link,
     timeline_step,
 )
-from tests.factories import USB_A, USB_C, make_staff
+from tests.factories import ACTOR, USB_A, USB_C, make_staff
 
 pytestmark = pytest.mark.e2e
 
@@ -343,6 +345,108 @@ def test_a_voided_label_sends_the_parcel_back_to_the_queue_under_a_new_reference
         f"The label {parcel.reference} was voided: the parcel's reference is now "
         f"{shipment.reference}."
     )
+
+
+def test_a_damaged_key_is_replaced_one_for_one_once_programme_staff_approve(
+    live_server: LiveServer, page: Page, browser: Browser, mailbox: Mailbox
+):
+    parcel = redeemed_parcel(
+        live_server,
+        username="damaged-dora",
+        address={
+            "country_code": "US",
+            "name": "Dora Reed",
+            "street_address": "1600 Pennsylvania Ave NW",
+            "city": "Washington",
+            "country_area": "DC",
+            "postal_code": "20500",
+        },
+        phone="+12025550100",
+        items={USB_A: 1, USB_C: 1},
+    )
+    print_labels(live_server, parcel)
+    ship(live_server, parcel, carrier="FedEx", tracking_number="794698462510")
+    with get_database(live_server.app).transaction() as session:
+        fulfilment.record_delivery(session=session, actor=ACTOR, reference=parcel.reference)
+        make_staff(
+            session, email="damaged-desk@example.org", name="Dee Desk", roles=[StaffRole.SHIPPING]
+        )
+        make_staff(
+            session,
+            email="damaged-programme@example.org",
+            name="Pia Programme",
+            roles=[StaffRole.PROGRAMME],
+        )
+
+    # The maintainer wrote that the USB-C key's plug is bent: the desk reports that one key.
+    sign_in_as_staff(live_server, page, "damaged-desk@example.org")
+    open_parcel(page, parcel.reference)
+    expect(page.get_by_test_id("parcel-status")).to_have_text(
+        f"Claim {parcel.claim_id} is delivered."
+    )
+    damaged = page.get_by_test_id("action-damaged")
+    damaged.get_by_label("Damaged key").select_option(label=USB_C_NAME)
+    damaged.get_by_label("How many keys of that model").fill("1")
+    damaged.get_by_label("Reason").fill("The USB-C plug arrived bent")
+    damaged.get_by_role("button", name="Request replacement keys").click()
+    expect(
+        page.get_by_text("1 damaged key(s) recorded; the replacement waits for programme staff.")
+    ).to_be_visible()
+    expect(page.get_by_test_id("exceptions")).to_contain_text(f"Damaged key ({USB_C_NAME})")
+    expect(page.get_by_test_id("exceptions")).to_contain_text(
+        "The USB-C plug arrived bent — replacement requested"
+    )
+    # Only the key not reported yet can still be reported.
+    expect(page.get_by_test_id("action-damaged")).to_contain_text(
+        f"Keys of this parcel not reported damaged yet: {USB_A_NAME} × 1."
+    )
+
+    # Programme staff approve a replacement of that one key.
+    with another_browser(browser) as programme:
+        sign_in_as_staff(live_server, programme, "damaged-programme@example.org")
+        programme.get_by_role("navigation", name="Main").get_by_role(
+            "link", name="Replacements"
+        ).click()
+        card = programme.get_by_test_id("replacement").filter(has_text=parcel.reference)
+        expect(card.get_by_role("heading")).to_have_text(f"Damaged key {parcel.reference}")
+        expect(card).to_contain_text(f"Replacement: {USB_C_NAME} × 1, to United States.")
+        card.get_by_role("button", name="Approve the replacement").click()
+        expect(
+            programme.get_by_text(re.compile(r"Replacement \S+ is in the shipping queue\."))
+        ).to_be_visible()
+
+    with get_database(live_server.app).transaction() as session:
+        exception = session.exec(
+            select(ParcelException).where(ParcelException.claim_id == parcel.claim_id)
+        ).one()
+        assert (exception.kind, exception.sku, exception.replacement) == (
+            "damaged",
+            USB_C,
+            "approved",
+        )
+        assert exception.decided_by == "damaged-programme@example.org"
+        replacement = current_shipment(session, parcel)
+        assert replacement.reference != parcel.reference
+        assert (replacement.purpose, replacement.items) == ("replacement", {USB_C: 1})
+    mail_to(mailbox, "damaged-dora@example.org", "Your replacement keys are approved")
+
+    # The replacement waits for its label like any parcel.
+    page.get_by_role("link", name="‹ Shipping").click()
+    page.get_by_test_id("queue-counts").get_by_role(
+        "link", name="United States 1", exact=True
+    ).click()
+    run_form = page.get_by_test_id("label-run")
+    expect(run_form.get_by_label(replacement.reference, exact=False)).to_be_visible()
+
+    # The maintainer reads what happened.
+    with another_browser(browser) as maintainer:
+        sign_in_by_link(live_server, maintainer, "damaged-dora")
+        maintainer.get_by_role("navigation", name="Main").get_by_role(
+            "link", name="My claim"
+        ).click()
+        expect(maintainer.get_by_test_id("exceptions")).to_contain_text(
+            f"a damaged key was reported ({USB_C_NAME}). A replacement was approved on"
+        )
 
 
 def open_parcel(page: Page, reference: str) -> None:
