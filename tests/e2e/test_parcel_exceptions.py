@@ -105,10 +105,7 @@ def test_a_returned_parcel_goes_out_again_once_the_maintainer_corrects_the_addre
 
     # The maintainer is asked to correct the address, and does.
     with another_browser(browser) as maintainer:
-        sign_in_by_link(live_server, maintainer, "return-jeanne")
-        maintainer.get_by_role("navigation", name="Main").get_by_role(
-            "link", name="My claim"
-        ).click()
+        open_my_claim(live_server, maintainer, "return-jeanne")
         expect(maintainer.get_by_test_id("next-step")).to_contain_text(
             "Your parcel came back to us. Check and correct your address"
         )
@@ -250,10 +247,7 @@ def test_a_lost_parcel_is_replaced_once_programme_staff_approve(
 
     # The maintainer reads what happened.
     with another_browser(browser) as maintainer:
-        sign_in_by_link(live_server, maintainer, "lost-luca")
-        maintainer.get_by_role("navigation", name="Main").get_by_role(
-            "link", name="My claim"
-        ).click()
+        open_my_claim(live_server, maintainer, "lost-luca")
         expect(maintainer.get_by_test_id("exceptions")).to_contain_text(
             "your parcel was lost in transit. A replacement was approved on"
         )
@@ -440,10 +434,7 @@ def test_a_damaged_key_is_replaced_one_for_one_once_programme_staff_approve(
 
     # The maintainer reads what happened.
     with another_browser(browser) as maintainer:
-        sign_in_by_link(live_server, maintainer, "damaged-dora")
-        maintainer.get_by_role("navigation", name="Main").get_by_role(
-            "link", name="My claim"
-        ).click()
+        open_my_claim(live_server, maintainer, "damaged-dora")
         expect(maintainer.get_by_test_id("exceptions")).to_contain_text(
             f"a damaged key was reported ({USB_C_NAME}). A replacement was approved on"
         )
@@ -456,3 +447,9 @@ def open_parcel(page: Page, reference: str) -> None:
     finder.get_by_label("Find a parcel by its reference").fill(reference)
     finder.get_by_role("button", name="Open the parcel").click()
     expect(page.get_by_role("heading", name=f"Parcel {reference}", level=1)).to_be_visible()
+
+
+def open_my_claim(live_server: LiveServer, page: Page, username: str) -> None:
+    """Sign the maintainer in by an emailed link and open My claim."""
+    sign_in_by_link(live_server, page, username)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="My claim").click()
