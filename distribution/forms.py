@@ -283,30 +283,30 @@ class FindParcelForm(FlaskForm):
     )
 
 
+def _reason_field(shortest: int, *, stripped: bool = False) -> TextAreaField:
+    """A few words of why, ``shortest`` characters at least (``stripped``: blanks around them
+    not counted)."""
+    return TextAreaField(
+        "Reason",
+        filters=[lambda text: text.strip() if isinstance(text, str) else text] if stripped else [],
+        validators=[
+            DataRequired("Say why, in a few words."),
+            Length(min=shortest, max=1000, message=f"Between {shortest} and 1,000 characters."),
+        ],
+    )
+
+
 class ReasonForm(FlaskForm):
     """Voiding a label, a returned or lost parcel, a decision: a few words of why."""
 
-    reason = TextAreaField(
-        "Reason",
-        validators=[
-            DataRequired("Say why, in a few words."),
-            Length(min=3, max=1000, message="Between 3 and 1,000 characters."),
-        ],
-    )
+    reason = _reason_field(3)
 
 
 class KeyAcceptanceForm(FlaskForm):
     """Counting a flagged key as a Titan: why, in at least as many characters as the service
     (distribution.activation.accept_key) asks for, blanks around it not counted."""
 
-    reason = TextAreaField(
-        "Reason",
-        filters=[lambda text: text.strip() if isinstance(text, str) else text],
-        validators=[
-            DataRequired("Say why, in a few words."),
-            Length(min=5, max=1000, message="Between 5 and 1,000 characters."),
-        ],
-    )
+    reason = _reason_field(5, stripped=True)
 
 
 class NoteForm(FlaskForm):
