@@ -361,9 +361,7 @@ def review_key(*, session: Session, key_id: int, metadata: webauthn.Metadata) ->
         return KeyReview(key, report, None, None, None)
     claim = active_claim(session=session, maintainer=maintainer)
     parcel = shipment_of(session=session, claim=claim) if claim else None
-    standing = next(
-        (s for s in progress(session=session, maintainer=maintainer).keys if s.key is key), None
-    )
+    standing = None if key.removed_at else _standing(session, maintainer, key)
     return KeyReview(key, report, maintainer, parcel.reference if parcel else None, standing)
 
 
@@ -374,6 +372,7 @@ def titans_needed(*, session: Session, maintainer: Maintainer) -> tuple[int, int
 
 
 def _standing(session: Session, maintainer: Maintainer, key: SecurityKey) -> KeyStanding:
+    """A key of the maintainer's that is not removed, and what it means for their claim."""
     return next(s for s in progress(session=session, maintainer=maintainer).keys if s.key is key)
 
 
