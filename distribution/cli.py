@@ -306,7 +306,7 @@ def labels_command(status: str, layout: Layout | None, out: Path, as_json: bool)
 def _refuse_unwritable(out: Path) -> None:
     """Refuse an OUT that cannot be written while nothing has changed yet. Its ``.partial``
     sibling is made and removed at once, so a run killed later leaves no file behind."""
-    partial = out.with_name(out.name + ".partial")
+    partial = _partial(out)
     try:
         partial.open("wb").close()
         partial.unlink()
@@ -318,12 +318,17 @@ def _refuse_unwritable(out: Path) -> None:
 
 def _write_whole(out: Path, pdf: bytes) -> None:
     """OUT appears whole or not at all: written beside it, then renamed over it."""
-    partial = out.with_name(out.name + ".partial")
+    partial = _partial(out)
     try:
         partial.write_bytes(pdf)
         partial.replace(out)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def _partial(out: Path) -> Path:
+    """Where OUT is written before it is renamed into place."""
+    return out.with_name(out.name + ".partial")
 
 
 def _pages_to(bar: ProgressBar[int]) -> Callable[[int, int], None]:
