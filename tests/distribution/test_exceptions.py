@@ -25,6 +25,7 @@ from tests.factories import (
     redeem_parcel,
     ship,
     shipped_parcel,
+    sign_in_as,
     stock_famous_project,
 )
 
@@ -391,8 +392,6 @@ def test_a_delivery_time_beyond_the_calendar_in_utc_is_a_bad_line(session, setti
 
 
 def test_every_exception_is_on_the_maintainers_claim(client, session, settings, stocked):
-    from tests.factories import sign_in_as
-
     person, parcel = shipped_parcel(session, settings)
     exceptions.mark_lost(
         session=session,
@@ -412,8 +411,6 @@ def test_a_declined_replacement_is_the_next_step_the_maintainer_sees(
     client, session, settings, stocked
 ):
     # The page said "We will send a replacement" beside "We could not send a replacement".
-    from tests.factories import sign_in_as
-
     person, parcel = shipped_parcel(session, settings)
     lost = exceptions.mark_lost(
         session=session,
