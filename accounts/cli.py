@@ -11,8 +11,9 @@ from flask.cli import with_appcontext
 
 from accounts import services
 from accounts.models import StaffRole
-from db import Actor, get_database
-from errors import reported_as_cli_error
+from core.actors import Actor
+from core.db import get_database
+from core.errors import reported_as_cli_error
 
 _ROLE = click.Choice([role.value for role in StaffRole])
 

@@ -1,6 +1,6 @@
 """Errors of the accounts package."""
 
-from errors import DomainError
+from core.errors import DomainError
 
 
 class AccountsError(DomainError):

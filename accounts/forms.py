@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     DateField,
     EmailField,
-    IntegerField,
     PasswordField,
     SelectField,
-    SelectMultipleField,
     StringField,
 )
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
-from wtforms.widgets import CheckboxInput, HiddenInput, ListWidget
+from wtforms.widgets import HiddenInput
 
 from accounts.models import StaffRole
-from db import ActorKind
-from security import MAX_ROW_ID
+from core.actors import ActorKind
+from web.forms import MultiCheckboxField, WholeNumberField
+from web.security import MAX_ROW_ID
 
 _EMAIL = [
     DataRequired("Enter your email address."),
@@ -32,11 +29,6 @@ _EMAIL = [
 
 class SignInLinkForm(FlaskForm):
     email = EmailField("Email address", validators=_EMAIL)
-
-
-def form_status(form: FlaskForm) -> int:
-    """400 when a submitted form has errors, so scripts and tests see the refusal."""
-    return 400 if form.errors else 200
 
 
 class ConfirmForm(FlaskForm):
@@ -62,34 +54,6 @@ class RecoveryCodeForm(FlaskForm):
             Length(max=40, message="A recovery code is 11 characters, e.g. ABCDE-FGHJK."),
         ],
     )
-
-
-_LARGEST_NUMBER = 2**63 - 1
-
-
-class WholeNumberField(IntegerField):
-    """An integer field for the numbers people type here (counts, totals, ids), which never
-    come near 2**63. A longer number is refused as too large: WTForms' NumberRange compares
-    through ``math.isnan``, which overflows on an integer past about 10**308 (a 500)."""
-
-    def process_formdata(self, valuelist: list[Any]) -> None:
-        if valuelist and _too_large(valuelist[0]):
-            raise ValueError("That number is far too large.")  # the data keeps its default
-        super().process_formdata(valuelist)
-
-
-def _too_large(text: Any) -> bool:
-    try:
-        return abs(int(text)) > _LARGEST_NUMBER
-    except (TypeError, ValueError):
-        return False  # not a number at all: IntegerField says so
-
-
-class MultiCheckboxField(SelectMultipleField):
-    """Several choices as checkboxes."""
-
-    widget = ListWidget(prefix_label=False)
-    option_widget = CheckboxInput()
 
 
 _ROLE_CHOICES = [

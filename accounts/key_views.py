@@ -22,21 +22,14 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user
 
 from accounts import second_factor, security_keys, services
+from accounts.access import staff_required, webauthn_metadata
 from accounts.errors import InvalidCredentials
 from accounts.forms import ConfirmForm, RecoveryCodeForm
 from accounts.models import Staff
-from db import get_session, utcnow
-from distribution import webauthn
-from security import (
-    STAFF_SIGN_IN_PER_IP,
-    credential_in,
-    json_object,
-    json_refusal,
-    limiter,
-    staff_required,
-    webauthn_metadata,
-)
-from settings import get_settings
+from adapters import webauthn
+from core.db import get_session, utcnow
+from core.settings import get_settings
+from web.security import STAFF_SIGN_IN_PER_IP, credential_in, json_object, json_refusal, limiter
 
 bp = Blueprint("staff_keys", __name__)
 

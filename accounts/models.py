@@ -13,7 +13,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from db import UTCDateTime
+from core.db import UTCDateTime
 
 
 class StaffRole(enum.StrEnum):

@@ -24,9 +24,11 @@ from accounts.errors import InvalidCredentials
 from accounts.models import RecoveryCode, SecurityKey, Staff
 from accounts.security_keys import KeyProblem
 from accounts.services import actor_for
-from db import Actor, record_event, utcnow
-from distribution import webauthn
-from settings import Settings
+from adapters import webauthn
+from core.actors import Actor
+from core.audit import record_event
+from core.db import utcnow
+from core.settings import Settings
 
 REGISTER = "staff.register"
 SIGN_IN = "staff.sign_in"

@@ -26,9 +26,11 @@ from sqlmodel import Session, col, select
 from accounts.errors import AccountsError
 from accounts.models import KeyOutcome, Maintainer, SecurityKey, Staff, WebAuthnChallenge
 from accounts.services import actor_for
-from db import Actor, record_event, utcnow
-from distribution import webauthn
-from settings import Settings
+from adapters import webauthn
+from core.actors import Actor
+from core.audit import record_event
+from core.db import utcnow
+from core.settings import Settings
 
 RP_NAME = "Security Key Giveaway"
 Owner = Maintainer | Staff

@@ -23,8 +23,10 @@ from accounts.errors import (
     WeakPassword,
 )
 from accounts.models import Maintainer, SignInLink, Staff, StaffRole, StaffRoleGrant
-from db import Actor, ActorKind, record_event, utcnow
-from mail import Mail, Mailer
+from core.actors import Actor, ActorKind
+from core.audit import record_event
+from core.db import utcnow
+from core.mail import Mail, Mailer
 
 # werkzeug's scrypt (n=2^15, r=8, p=1): memory-hard and needs no extra dependency.
 PASSWORD_METHOD = "scrypt"  # noqa: S105 - a hash method, not a password

@@ -9,6 +9,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user, logout_user
 
 from accounts import second_factor, services
+from accounts.access import current_staff_roles, email_rate_key, maintainer_required, staff_required
 from accounts.errors import (
     InvalidCredentials,
     LastAdmin,
@@ -24,24 +25,21 @@ from accounts.forms import (
     StaffCreateForm,
     StaffEditForm,
     StaffSignInForm,
-    form_status,
 )
 from accounts.key_views import start_second_factor
 from accounts.models import StaffRole
-from db import AuditFilter, get_session, search_audit_events
-from mail import get_mailer, recent_outbox
-from security import (
+from core.audit import AuditFilter, search_audit_events
+from core.db import get_session
+from core.mail import get_mailer, recent_outbox
+from core.settings import get_settings
+from web.forms import form_status
+from web.security import (
     SIGN_IN_LINK_PER_ADDRESS,
     SIGN_IN_LINK_PER_IP,
     STAFF_SIGN_IN_PER_ACCOUNT,
     STAFF_SIGN_IN_PER_IP,
-    current_staff_roles,
-    email_rate_key,
     limiter,
-    maintainer_required,
-    staff_required,
 )
-from settings import get_settings
 
 bp = Blueprint("accounts", __name__)
 

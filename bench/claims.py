@@ -289,8 +289,8 @@ def seed(engine: sa.Engine) -> Seeded:
     from sqlmodel import Session
 
     from accounts.services import create_maintainer
-    from db import Actor
-    from distribution import stock
+    from core.actors import Actor
+    from distribution.stock import services as stock
     from eligibility.critical import import_download_statistics
     from eligibility.models import ProjectRoleKind
     from eligibility.services import ensure_project, grant_project_role
@@ -342,7 +342,7 @@ def seed(engine: sa.Engine) -> Seeded:
 def session_cookies(environment: Mapping[str, str], maintainer_ids: list[int]) -> list[str]:
     """What the emailed sign-in link leaves in a browser: a signed Flask session per person."""
     from app import create_app
-    from settings import Settings
+    from core.settings import Settings
 
     app = create_app(Settings.from_env(environment))
     serializer = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
@@ -461,9 +461,9 @@ def tally(engine: sa.Engine) -> Tally:
     import sqlalchemy as sa
     from sqlmodel import Session, select
 
-    from distribution import stock
+    from core.mail import OutboxMessage
     from distribution.models import Claim, ClaimItem, ClaimStatus, Shipment, WaitlistEntry
-    from mail import OutboxMessage
+    from distribution.stock import services as stock
 
     def count(model: type) -> int:
         return int(session.execute(sa.select(sa.func.count()).select_from(model)).scalar_one())
@@ -490,7 +490,7 @@ def tally(engine: sa.Engine) -> Tally:
 
 
 def measure() -> Run:
-    from db import create_db_engine, upgrade_database
+    from core.db import create_db_engine, upgrade_database
 
     print("claims: seeding PostgreSQL, then racing over HTTP (about a minute)…", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="bench-claims-") as tmp:

@@ -182,7 +182,7 @@ def run_pure(path: Path) -> ImportFigures:
 def run_import(engine: sa.Engine, path: Path) -> ImportFigures:
     from sqlmodel import Session
 
-    from db import Actor
+    from core.actors import Actor
     from eligibility.critical import import_download_statistics
 
     with path.open("rb") as stream, Session(engine, expire_on_commit=False) as session:
@@ -206,7 +206,7 @@ def run_import(engine: sa.Engine, path: Path) -> ImportFigures:
 
 def fresh_database(directory: Path, name: str) -> str:
     """The URL of a new, migrated SQLite database."""
-    from db import upgrade_database
+    from core.db import upgrade_database
 
     url = f"sqlite:///{directory / f'{name}.sqlite3'}"
     upgrade_database(url)
@@ -227,7 +227,7 @@ def time_rounds(directory: Path, path: Path) -> Timings:
     """``REPEATS`` rounds of floor, pure part and import, interleaved so that a slow spell of a
     shared machine hits all three alike. Each import gets a fresh database, migrated and
     connected to before the clock starts (that is app start-up)."""
-    from db import create_db_engine
+    from core.db import create_db_engine
 
     floor: list[float] = []
     pure: list[float] = []
@@ -279,8 +279,8 @@ def child_peak(kind: PeakKind, path: Path, url: str) -> None:
 
         work = partial(run_pure, path)
     else:
-        import db
         import eligibility.critical  # noqa: F401
+        from core import db
 
         work = partial(run_import, db.create_db_engine(url), path)
     baseline = _peak_rss_mib()

@@ -5,7 +5,7 @@ carry a CN22 customs block (from Germany), and the Japanese ones carry the recip
 Japanese script as well. It measures, each in a fresh child process:
 
 - the run: ``render_run`` on 4×6 with slips, in chunks of at most 100 pages over a process pool
-  of two, joined into one PDF; from the import of ``distribution.labels`` to the PDF's bytes
+  of two, joined into one PDF; from the import of ``distribution.shipping.labels`` to the PDF's bytes
   (the pool and its forkserver start inside the clock, as they do on a cold server);
 - the floor: WeasyPrint rendering the same number of plain 4×6 pages that hold only the
   recipient's address text, as one document in one process; and, once, the same pages in
@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:
-    from distribution.labels import ParcelLabel
+    from distribution.shipping.labels import ParcelLabel
 
 ROOT = Path(__file__).resolve().parent.parent
 PARCELS = 2_000
@@ -80,7 +80,7 @@ _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 
 
 def make_parcels(count: int = PARCELS) -> list[ParcelLabel]:
-    from distribution.labels import ParcelLabel
+    from distribution.shipping.labels import ParcelLabel
 
     rng = random.Random(SEED)
     countries = sorted(_ADDRESSES)
@@ -115,7 +115,7 @@ def make_parcels(count: int = PARCELS) -> list[ParcelLabel]:
 
 
 def run_labels(parcels: list[ParcelLabel]) -> int:
-    from distribution.labels import LabelSettings, render_run
+    from distribution.shipping.labels import LabelSettings, render_run
 
     settings = LabelSettings(
         return_address=("Security Key Giveaway", "Example Str. 1", "10115 Berlin", "GERMANY")

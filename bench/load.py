@@ -415,8 +415,8 @@ def seed(engine: sa.Engine, maintainers: int) -> Seeded:
 
     from accounts.models import StaffRole
     from accounts.services import create_maintainer, create_staff
-    from db import Actor
-    from distribution import stock
+    from core.actors import Actor
+    from distribution.stock import services as stock
     from eligibility.critical import current_list
     from eligibility.models import CriticalEntry, ProjectRoleKind
     from eligibility.services import ensure_project, grant_project_role
@@ -469,8 +469,8 @@ def seed(engine: sa.Engine, maintainers: int) -> Seeded:
 def staff_cookie(environment: Mapping[str, str]) -> str:
     """What a completed staff sign-in (password and key) leaves in a browser: a signed session."""
     from app import create_app
-    from db import get_database
-    from settings import Settings
+    from core.db import get_database
+    from core.settings import Settings
 
     app = create_app(Settings.from_env(environment))
     try:
@@ -578,8 +578,9 @@ def tally(engine: sa.Engine, seeded: Seeded) -> Tally:
     import sqlalchemy as sa
     from sqlmodel import Session, col
 
-    from distribution import reports, stock
     from distribution.models import CLOSED_STATUSES, Claim
+    from distribution.reports import services as reports
+    from distribution.stock import services as stock
 
     with Session(engine) as session:
         claims = session.execute(sa.text("SELECT count(*) FROM claim")).scalar_one()
@@ -617,7 +618,7 @@ class Measured:
 
 
 def measure(options: argparse.Namespace) -> Measured:
-    from db import create_db_engine
+    from core.db import create_db_engine
 
     load_before = os.getloadavg()[0]
     print(

@@ -145,8 +145,9 @@ def measure(app: Flask) -> tuple[int, int, list[Timing]]:
     from sqlmodel import Session
 
     from accounts.services import find_staff_by_email
-    from db import get_database
-    from distribution import reports, transparency
+    from core.db import get_database
+    from distribution.reports import services as reports
+    from distribution.reports import transparency
 
     database = get_database(app)
     client = app.test_client()
@@ -218,8 +219,8 @@ def measure(app: Flask) -> tuple[int, int, list[Timing]]:
 
 def run(database: str, url: str, directory: Path) -> Run:
     from app import create_app
-    from db import get_database
-    from settings import Settings
+    from core.db import get_database
+    from core.settings import Settings
 
     env = environment(url, directory / "instance")
     print(f"reports: {database}: migrating and seeding --scale {SCALE}…", file=sys.stderr)

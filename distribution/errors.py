@@ -1,6 +1,6 @@
 """Errors of the distribution package."""
 
-from errors import DomainError
+from core.errors import DomainError
 
 
 class DistributionError(DomainError):

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from db import JSONType, UTCDateTime
+from core.db import JSONType, UTCDateTime
 
 
 class MovementKind(enum.StrEnum):

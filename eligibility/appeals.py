@@ -6,10 +6,12 @@ from __future__ import annotations
 from sqlmodel import Session, col, select
 
 from accounts.models import Maintainer
-from db import Actor, record_event, utcnow
+from core.actors import Actor
+from core.audit import record_event
+from core.db import utcnow
+from core.mail import Mail, Mailer
 from eligibility.errors import AppealClosed, AppealNotAllowed, AppealNotFound
 from eligibility.models import Appeal, AppealStatus
-from mail import Mail, Mailer
 
 MAX_APPEAL_PROJECTS = 20
 

@@ -11,18 +11,14 @@ import click
 from click._termui_impl import ProgressBar
 from flask.cli import with_appcontext
 
-from accounts.services import find_maintainer_by_username
-from db import Actor, get_database
+from core.actors import Actor
+from core.cli import json_option
+from core.db import get_database
+from core.errors import reported_as_cli_error
+from core.mail import get_mailer
+from core.settings import get_settings
 from eligibility import critical, notify, roles
-from eligibility.countries import normalize_country
-from eligibility.decisions import decide
 from eligibility.downloads import Progress
-from eligibility.errors import UnknownMaintainer
-from errors import reported_as_cli_error
-from mail import get_mailer
-from settings import get_settings
-
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
 @click.group("eligibility")
@@ -43,7 +39,7 @@ def eligibility_cli() -> None:
     help="The critical top percent (default: KEYS_CRITICAL_PERCENT).",
 )
 @click.option("--no-sticky", is_flag=True, help="Let projects drop off the critical list.")
-@_JSON
+@json_option
 @with_appcontext
 def import_downloads_command(
     file: Path,
@@ -101,7 +97,7 @@ def _advance(bar: ProgressBar[int]) -> Progress:
 
 @eligibility_cli.command("import-roles")
 @click.argument("file", type=click.File("rb"))
-@_JSON
+@json_option
 @with_appcontext
 def import_roles_command(file: click.File, as_json: bool) -> None:
     """Import maintainers' roles (CSV project,username,email,role[,organisation] or JSON)."""
@@ -120,35 +116,9 @@ def import_roles_command(file: click.File, as_json: bool) -> None:
     )
 
 
-@eligibility_cli.command("check")
-@click.argument("username")
-@click.option("--country", required=True, help="Where the keys would go (ISO code; UK works).")
-@_JSON
-@with_appcontext
-def check_command(username: str, country: str, as_json: bool) -> None:
-    """The eligibility decision for USERNAME, with its reasons in the programme's order."""
-    with reported_as_cli_error(), get_database().transaction() as session:
-        maintainer = find_maintainer_by_username(session=session, username=username)
-        if maintainer is None:
-            raise UnknownMaintainer(f"No maintainer is called {username!r}.")
-        decision = decide(
-            session=session,
-            settings=get_settings(),
-            maintainer=maintainer,
-            country=normalize_country(country),
-        )
-    report = decision.as_dict()
-    if as_json:
-        click.echo(json.dumps(report))
-        return
-    click.echo(f"{username}: {'eligible' if decision.eligible else 'not eligible'}")
-    for reason in decision.reasons:
-        click.echo(f"- [{reason.code.value}] {reason.message}")
-
-
 @eligibility_cli.command("notify")
 @click.option("--dry-run", is_flag=True, help="List who would be mailed; mail nobody.")
-@_JSON
+@json_option
 @with_appcontext
 def notify_command(dry_run: bool, as_json: bool) -> None:
     """Email maintainers who became eligible since the last run (nobody twice)."""

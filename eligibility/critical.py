@@ -16,7 +16,9 @@ from typing import IO
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from db import Actor, record_event, utcnow
+from core.actors import Actor
+from core.audit import record_event
+from core.db import utcnow
 from eligibility.downloads import MAX_RANK, Progress, rank_projects, read_download_file
 from eligibility.errors import CriticalListNotFound, ImportRejected, InvalidProjectName
 from eligibility.models import CriticalChange, CriticalEntry, CriticalList, Project, ProjectRanking

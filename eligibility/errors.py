@@ -1,6 +1,6 @@
 """Errors of the eligibility package."""
 
-from errors import DomainError
+from core.errors import DomainError
 
 
 class EligibilityError(DomainError):
@@ -17,10 +17,6 @@ class ImportRejected(EligibilityError):
         where = where or (f"line {line}" if line is not None else "")
         super().__init__(f"{where}: {message}" if where else message)
         self.where = where
-
-
-class UnknownCountry(EligibilityError):
-    title = "Unknown country"
 
 
 class UnknownMaintainer(EligibilityError):

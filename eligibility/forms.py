@@ -8,8 +8,8 @@ from wtforms import FloatField, RadioField, SelectField, StringField, TextAreaFi
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
 
-from accounts.forms import WholeNumberField
-from eligibility.countries import all_choices
+from core.countries import all_choices
+from web.forms import WholeNumberField
 
 
 class CountryForm(FlaskForm):

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from db import JSONType, UTCDateTime
+from core.db import JSONType, UTCDateTime
 
 
 class ProjectRoleKind(enum.StrEnum):

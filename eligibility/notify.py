@@ -8,8 +8,12 @@ from dataclasses import dataclass
 from sqlmodel import Session, col, select
 
 from accounts.models import Maintainer
-from db import Actor, record_event, utcnow
-from eligibility.countries import served_names
+from core.actors import Actor
+from core.audit import record_event
+from core.countries import served_names
+from core.db import utcnow
+from core.mail import Mail, Mailer
+from core.settings import Settings
 from eligibility.critical import current_list
 from eligibility.models import (
     Appeal,
@@ -19,8 +23,6 @@ from eligibility.models import (
     Project,
     ProjectRole,
 )
-from mail import Mail, Mailer
-from settings import Settings
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ from sqlmodel import Session, col, select
 
 from accounts import services as accounts
 from accounts.models import Maintainer
-from db import Actor, record_event, utcnow
+from core.actors import Actor
+from core.audit import record_event
+from core.db import utcnow
 from eligibility.errors import ImportRejected
 from eligibility.models import Project, ProjectRole, ProjectRoleKind
 from eligibility.names import is_valid_project_name

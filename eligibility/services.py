@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlmodel import Session, select
 
 from accounts.models import Maintainer
-from db import Actor, record_event
+from core.actors import Actor
+from core.audit import record_event
 from eligibility.models import Project, ProjectRole, ProjectRoleKind
 from eligibility.names import normalize_project_name
 

@@ -9,73 +9,26 @@ from flask import Blueprint, flash, jsonify, redirect, render_template, request,
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from accounts.forms import form_status
+from accounts.access import maintainer_required, staff_required
 from accounts.models import Maintainer, StaffRole
-from accounts.services import actor_for, set_maintainer_country
-from db import get_session
+from accounts.services import actor_for
+from core.db import get_session
+from core.settings import get_settings
 from eligibility import appeals, critical
-from eligibility.countries import country_name, display_code, normalize_country
-from eligibility.decisions import decide
 from eligibility.errors import AppealNotAllowed, ImportRejected, InvalidProjectName
 from eligibility.forms import (
-    AppealDecisionForm,
     AppealForm,
-    CountryForm,
     DownloadsUploadForm,
     ProjectLookupForm,
 )
-from mail import get_mailer
-from security import accepts_large_upload, maintainer_required, staff_required
-from settings import get_settings
+from web.forms import form_status
+from web.security import accepts_large_upload
 
 bp = Blueprint("eligibility", __name__)
 
 
 def _me() -> Maintainer:
     return cast(Maintainer, current_user._get_current_object())
-
-
-# --- maintainers ------------------------------------------------------------------------------
-
-
-@bp.get("/eligibility")
-@maintainer_required
-def my_eligibility() -> ResponseReturnValue:
-    return _render_mine(CountryForm(country=_me().country))
-
-
-@bp.post("/eligibility/country")
-@maintainer_required
-def set_country() -> ResponseReturnValue:
-    form = CountryForm()
-    if not form.validate_on_submit():
-        return _render_mine(form), 400
-    set_maintainer_country(
-        session=get_session(),
-        actor=actor_for(current_user),
-        maintainer=_me(),
-        country=normalize_country(form.country.data),
-    )
-    flash(f"Saved: keys would be shipped to {country_name(form.country.data)}.", "success")
-    return redirect(url_for("eligibility.my_eligibility"))
-
-
-def _render_mine(country_form: CountryForm) -> str:
-    session, maintainer = get_session(), _me()
-    decision = decide(
-        session=session,
-        settings=get_settings(),
-        maintainer=maintainer,
-        country=maintainer.country,
-    )
-    return render_template(
-        "eligibility/mine.html",
-        decision=decision,
-        country_form=country_form,
-        appeals=appeals.appeals_of(session=session, maintainer=maintainer),
-        country_name=country_name,
-        display_code=display_code,
-    )
 
 
 @bp.route("/eligibility/appeal", methods=["GET", "POST"])
@@ -95,7 +48,7 @@ def appeal() -> ResponseReturnValue:
             form.text.errors = [problem.message]
         else:
             flash("Your appeal was sent. Programme staff will email you their decision.", "success")
-            return redirect(url_for("eligibility.my_eligibility"))
+            return redirect(url_for("claims.my_eligibility"))
     return render_template("eligibility/appeal.html", form=form), form_status(form)
 
 
@@ -149,36 +102,6 @@ def appeal_queue() -> ResponseReturnValue:
     return render_template(
         "eligibility/appeal_queue.html", queue=appeals.appeal_queue(session=get_session())
     )
-
-
-@bp.route("/staff/appeals/<int:appeal_id>", methods=["GET", "POST"])
-@staff_required(StaffRole.PROGRAMME)
-def appeal_review(appeal_id: int) -> ResponseReturnValue:
-    session, settings = get_session(), get_settings()
-    appeal, maintainer = appeals.get_appeal_and_appellant(session=session, appeal_id=appeal_id)
-    form = AppealDecisionForm()
-    if form.validate_on_submit():
-        appeals.decide_appeal(
-            session=session,
-            mailer=get_mailer(),
-            actor=actor_for(current_user),
-            appeal_id=appeal_id,
-            grant=form.decision.data == "grant",
-            reason=form.reason.data,
-            base_url=settings.base_url,
-        )
-        flash(f"Appeal {appeal_id} {appeal.status}; the maintainer was emailed.", "success")
-        return redirect(url_for("eligibility.appeal_queue"))
-    decision = decide(
-        session=session, settings=settings, maintainer=maintainer, country=maintainer.country
-    )
-    return render_template(
-        "eligibility/appeal_review.html",
-        appeal=appeal,
-        maintainer=maintainer,
-        decision=decision,
-        form=form,
-    ), form_status(form)
 
 
 @bp.route("/staff/critical-lists", methods=["GET", "POST"])

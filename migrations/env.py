@@ -4,11 +4,12 @@ import os
 
 from alembic import context
 
-import db
-from settings import Settings
+from app import import_models
+from core import db
+from core.settings import Settings
 
 config = context.config
-target_metadata = db.import_models().metadata
+target_metadata = import_models().metadata
 
 
 def run_migrations(connection: object) -> None:

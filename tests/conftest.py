@@ -31,9 +31,9 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from app import create_app
-from db import create_db_engine, get_database, upgrade_database
-from distribution.views import LABEL_RUN_STARTER
-from settings import Settings
+from core.db import create_db_engine, get_database, upgrade_database
+from core.settings import Settings
+from distribution.shipping.views import LABEL_RUN_STARTER
 
 # --- databases --------------------------------------------------------------------------------
 

@@ -13,17 +13,19 @@ from sqlmodel import Session
 
 from accounts import services
 from accounts.models import Maintainer, Staff, StaffRole
-from db import Actor, Database
-from distribution import claims, fulfilment, label_runs
-from distribution.addresses import validate_address
-from distribution.labels import Layout
+from adapters.addresses import validate_address
+from core.actors import Actor
+from core.db import Database
+from core.mail import OutboxMailer
+from core.settings import Settings
+from distribution.claims import services as claims
 from distribution.models import LabelRun, Shipment
-from distribution.stock import receive_stock
+from distribution.shipping import fulfilment, label_runs
+from distribution.shipping.labels import Layout
+from distribution.stock.services import receive_stock
 from eligibility.critical import ImportSummary, import_download_statistics
 from eligibility.models import ProjectRoleKind
 from eligibility.services import ensure_project, grant_project_role
-from mail import OutboxMailer
-from settings import Settings
 
 STAFF_PASSWORD = "correct horse battery staple"
 _numbers = itertools.count(1)

@@ -22,12 +22,12 @@ from sqlmodel import select
 
 from accounts.models import Maintainer
 from accounts.services import actor_for
+from adapters.addresses import validate_address
 from app import create_app
-from db import get_database
-from distribution import claims
-from distribution.addresses import validate_address
-from mail import get_mailer
-from settings import get_settings
+from core.db import get_database
+from core.mail import get_mailer
+from core.settings import get_settings
+from distribution.claims import services as claims
 from tests.factories import BERLIN, USB_A, USB_C
 
 POINTS = ("before-commit", "in-commit", "after-commit")

@@ -12,7 +12,7 @@ import pytest
 from flask import request, url_for
 
 from app import create_app
-from db import get_database, upgrade_database
+from core.db import get_database, upgrade_database
 from tests.conftest import free_port, make_settings
 from tests.factories import csrf_token, make_maintainer, sign_in_as
 

@@ -32,14 +32,16 @@ from sqlmodel import Session, col, select
 
 from accounts.models import Maintainer
 from accounts.services import actor_for
-from db import AuditEvent, create_db_engine, utcnow
-from distribution import claims, fulfilment, label_runs
-from distribution.addresses import validate_address
+from adapters.addresses import validate_address
+from core.audit import AuditEvent
+from core.db import create_db_engine, utcnow
+from core.mail import OutboxMailer, OutboxMessage
+from core.settings import Settings
+from distribution.claims import services as claims
 from distribution.errors import ClaimLocked, CodeUsed
 from distribution.models import Claim, ClaimItem, LabelRun, Shipment, StockBalance, StockMovement
-from distribution.reports import stock_report
-from mail import OutboxMailer, OutboxMessage
-from settings import Settings
+from distribution.reports.services import stock_report
+from distribution.shipping import fulfilment, label_runs
 from tests.conftest import DatabaseFactory, Mailbox, make_settings
 from tests.factories import (
     ACTOR,
@@ -161,7 +163,7 @@ LABELS = ["shipping", "labels", "--status", "redeemed", "--layout", "4x6", "--js
 # the run can be killed between pages, a few seconds in rather than after the first hundred.
 SMALL_CHUNKS = (
     "import functools\n"
-    "from distribution import label_runs, labels\n"
+    "from distribution.shipping import label_runs, labels\n"
     "label_runs.render_run = functools.partial(labels.render_run, chunk_pages=10)\n"
     "from flask.cli import main\n"
     "main()\n"

@@ -39,15 +39,19 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.test import TestResponse
 
 from accounts import second_factor
+from accounts.access import METADATA_EXTENSION
 from accounts.models import Maintainer, SecurityKey, Staff, StaffRole
 from accounts.services import request_sign_in_link
-from db import import_models, utcnow
-from distribution import activation, claims, exceptions, webauthn
-from distribution.stock import stock_figures
+from adapters import webauthn
+from app import import_models
+from core.db import utcnow
+from core.mail import OutboxMailer, OutboxMessage
+from core.settings import Settings
+from distribution.activation import services as activation
+from distribution.claims import services as claims
+from distribution.shipping import exceptions
+from distribution.stock.services import stock_figures
 from eligibility import appeals
-from mail import OutboxMailer, OutboxMessage
-from security import METADATA_EXTENSION, limiter
-from settings import Settings
 from tests import soft_authenticator
 from tests.conftest import Mailbox
 from tests.factories import (
@@ -66,6 +70,7 @@ from tests.factories import (
     stock_famous_project,
 )
 from tests.soft_authenticator import SoftAuthenticator, TestCA
+from web.security import limiter
 
 TITAN = UUID("42b4fb4a-2866-43b2-9bf7-6c6669c2e5d3")
 ORIGIN = "http://localhost"
@@ -332,19 +337,17 @@ TARGETS: dict[tuple[str, str], Target] = {
         PENDING, "/staff/sign-in/recovery", {"code": "{recovery_code}"}
     ),
     # maintainers
-    ("eligibility.set_country", "POST"): Target(
-        "redeemer", "/eligibility/country", {"country": "FR"}
-    ),
+    ("claims.set_country", "POST"): Target("redeemer", "/eligibility/country", {"country": "FR"}),
     ("eligibility.appeal", "POST"): Target(
         "newcomer",
         "/eligibility/appeal",
         {"text": "I keep a critical project's release tooling.", "projects": "famous, x"},
     ),
-    ("distribution.get_code", "POST"): Target("newcomer", "/claim/code"),
-    ("distribution.redeem", "GET"): Target(
+    ("claims.get_code", "POST"): Target("newcomer", "/claim/code"),
+    ("claims.redeem", "GET"): Target(
         "holder", "/claim/redeem", {"code": "{code}", "country": "JP"}, kind="query"
     ),
-    ("distribution.redeem", "POST"): Target(
+    ("claims.redeem", "POST"): Target(
         "holder",
         "/claim/redeem",
         {
@@ -355,13 +358,13 @@ TARGETS: dict[tuple[str, str], Target] = {
             f"quantity_{USB_C}": "1",
         },
     ),
-    ("distribution.change_address", "POST"): Target(
+    ("claims.change_address", "POST"): Target(
         "redeemer",
         "/claim/{claim}/address",
         ADDRESS,
         fuzz_path={"claim": ["{waiting_claim}"]},
     ),
-    ("distribution.cancel", "POST"): Target(
+    ("claims.cancel", "POST"): Target(
         "redeemer", "/claim/{claim}/cancel", fuzz_path={"claim": ["{waiting_claim}"]}
     ),
     ("personal_data.erase", "POST"): Target("redeemer", "/account/data/erase", {"confirm": "y"}),
@@ -403,7 +406,7 @@ TARGETS: dict[tuple[str, str], Target] = {
         },
         kind="query",
     ),
-    ("eligibility.appeal_review", "POST"): Target(
+    ("claims.appeal_review", "POST"): Target(
         STAFF,
         "/staff/appeals/{appeal_id}",
         {"decision": "grant", "reason": "Build tooling counts."},
@@ -415,30 +418,30 @@ TARGETS: dict[tuple[str, str], Target] = {
         {"total_projects": "", "percent": "50"},  # the file: STATISTICS below
         kind="upload",
     ),
-    ("distribution.receive_stock", "POST"): Target(
+    ("stock.receive_stock", "POST"): Target(
         STAFF,
         "/staff/stock/receive",
         {"sku": USB_A, "quantity": "10", "reference": "DELIVERY-2026-07"},
     ),
-    ("distribution.adjust_stock", "POST"): Target(
+    ("stock.adjust_stock", "POST"): Target(
         STAFF,
         "/staff/stock/adjust",
         {"sku": USB_C, "quantity": "-1", "reason": "Stocktake found one key fewer."},
     ),
-    ("distribution.shipping_desk", "GET"): Target(
+    ("shipping.shipping_desk", "GET"): Target(
         STAFF, "/staff/shipping", {"country": "DE", "sku": USB_A, "min_age_days": "1"}, "query"
     ),
-    ("distribution.print_labels", "POST"): Target(
+    ("shipping.print_labels", "POST"): Target(
         STAFF,
         "/staff/shipping/labels",
         {"claim_ids": ["{waiting_claim}"], "layout": "4x6", "everything": ""},
     ),
-    ("distribution.reprint_labels", "POST"): Target(
+    ("shipping.reprint_labels", "POST"): Target(
         STAFF,
         "/staff/shipping/reprint",
         {"reprint-claim_ids": ["{printed_claim}"], "reprint-layout": "a4"},
     ),
-    ("distribution.ship_parcel", "POST"): Target(
+    ("shipping.ship_parcel", "POST"): Target(
         STAFF,
         "/staff/shipping/ship",
         {
@@ -447,22 +450,22 @@ TARGETS: dict[tuple[str, str], Target] = {
             "tracking_number": "00340434161234567891",
         },
     ),
-    ("distribution.find_parcel", "GET"): Target(
+    ("shipping.find_parcel", "GET"): Target(
         STAFF, "/staff/shipping/parcel", {"reference": "{shipped_reference}"}, kind="query"
     ),
-    ("distribution.manifest_preview", "POST"): Target(
+    ("shipping.manifest_preview", "POST"): Target(
         STAFF, "/staff/shipping/manifest", {"manifest": MANIFEST}
     ),
-    ("distribution.manifest_apply", "POST"): Target(
+    ("shipping.manifest_apply", "POST"): Target(
         STAFF, "/staff/shipping/manifest/apply", {"manifest": MANIFEST}
     ),
-    ("distribution.deliveries_preview", "POST"): Target(
+    ("shipping.deliveries_preview", "POST"): Target(
         STAFF, "/staff/shipping/deliveries", {"deliveries": DELIVERIES}
     ),
-    ("distribution.deliveries_apply", "POST"): Target(
+    ("shipping.deliveries_apply", "POST"): Target(
         STAFF, "/staff/shipping/deliveries/apply", {"deliveries": DELIVERIES}
     ),
-    ("distribution.parcel_action", "POST"): Target(
+    ("shipping.parcel_action", "POST"): Target(
         STAFF,
         "/staff/shipping/parcels/{reference}/{action}",
         {**REASON, "sku": USB_A},
@@ -471,7 +474,7 @@ TARGETS: dict[tuple[str, str], Target] = {
             "action": PARCEL_ACTIONS,
         },
     ),
-    ("distribution.decide_replacement", "POST"): Target(
+    ("shipping.decide_replacement", "POST"): Target(
         STAFF,
         "/staff/replacements/{exception_id}/{decision}",
         REASON,
@@ -1039,7 +1042,7 @@ def test_single_use_tokens_work_once(client, connection, world, mailbox: Mailbox
 
     # A claim code, redeemed from two forms (two idempotency keys).
     csrf = token_for(client, world, "holder")
-    redemption = plausible(TARGETS[("distribution.redeem", "POST")], values)
+    redemption = plausible(TARGETS[("claims.redeem", "POST")], values)
     for number, form in enumerate(("first-form", "second-form")):
         become(client, world, "holder")
         before = snapshot(connection)
@@ -1103,13 +1106,13 @@ OWNED_PARAMETERS = {"claim_id", "reference", "key_id", "run_id", "exception_id"}
 # endpoint → the request's fields (as a page sends them) and the path's other parts. (Staff may
 # not remove each other's keys either: tests/accounts/test_second_factor.py.)
 OWNED: dict[str, tuple[dict[str, str], dict[str, list[str]]]] = {
-    "distribution.change_address": (ADDRESS, {}),
-    "distribution.cancel": ({}, {}),
-    "distribution.label_run": ({}, {}),
-    "distribution.label_run_pdf": ({}, {}),
-    "distribution.parcel": ({}, {}),
-    "distribution.parcel_action": ({**REASON, "sku": USB_A}, {"action": PARCEL_ACTIONS}),
-    "distribution.decide_replacement": (REASON, {"decision": ["approve", "decline"]}),
+    "claims.change_address": (ADDRESS, {}),
+    "claims.cancel": ({}, {}),
+    "shipping.label_run": ({}, {}),
+    "shipping.label_run_pdf": ({}, {}),
+    "shipping.parcel": ({}, {}),
+    "shipping.parcel_action": ({**REASON, "sku": USB_A}, {"action": PARCEL_ACTIONS}),
+    "shipping.decide_replacement": (REASON, {"decision": ["approve", "decline"]}),
     "activation.key_detail": ({}, {}),
     "activation.accept_key": (REASON, {}),
     "activation.remove_key": ({}, {}),

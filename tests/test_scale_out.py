@@ -42,9 +42,11 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from accounts.models import KeyOutcome, SecurityKey
-from db import AuditEvent, create_db_engine
-from distribution import reports, stock
+from core.audit import AuditEvent
+from core.db import create_db_engine
 from distribution.models import Claim, ClaimStatus, Shipment, StockBalance, WaitlistEntry
+from distribution.reports import services as reports
+from distribution.stock import services as stock
 from eligibility.services import ensure_project
 from tests.conftest import DatabaseFactory, Mailbox, free_port
 from tests.factories import (

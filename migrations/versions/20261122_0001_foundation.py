@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import db
+from core import db
 
 revision: str = "0001"
 down_revision: str | None = None

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import db
+from core import db
 
 revision: str = "0002"
 down_revision: str | None = "0001"

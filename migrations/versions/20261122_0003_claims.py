@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-import db
+from core import db
 
 revision: str = "0003"
 down_revision: str | None = "0002"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import db
+from core import db
 
 revision: str = "0005"
 down_revision: str | None = "0004"

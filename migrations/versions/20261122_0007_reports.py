@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import op
 
-import db
+from core import db
 
 revision: str = "0007"
 down_revision: str | None = "0006"

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import db
+from core import db
 
 revision: str = "0009"
 down_revision: str | None = "0008"

@@ -11,7 +11,8 @@ from sqlmodel import func, select
 
 from accounts import services
 from accounts.models import Maintainer, Staff, StaffRole
-from distribution import fulfilment, stock
+from distribution.shipping import fulfilment
+from distribution.stock import services as stock
 from eligibility.critical import look_up_project
 from eligibility.models import ProjectRole
 

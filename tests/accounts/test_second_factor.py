@@ -18,8 +18,9 @@ from accounts import second_factor, security_keys
 from accounts.models import RecoveryCode, SecurityKey, Staff
 from accounts.security_keys import KeyProblem
 from accounts.services import actor_for
-from db import AuditEvent, create_db_engine
-from distribution import webauthn
+from adapters import webauthn
+from core.audit import AuditEvent
+from core.db import create_db_engine
 from tests.distribution.test_concurrency import race
 from tests.factories import STAFF_PASSWORD, csrf_token, make_staff
 from tests.soft_authenticator import SoftAuthenticator, TestCA

@@ -21,8 +21,10 @@ from accounts.errors import (
     WeakPassword,
 )
 from accounts.models import Maintainer, SignInLink, StaffRole
-from db import Actor, AuditEvent, create_db_engine, utcnow
-from mail import SMTPMailer
+from core.actors import Actor
+from core.audit import AuditEvent
+from core.db import create_db_engine, utcnow
+from core.mail import SMTPMailer
 from tests.factories import STAFF_PASSWORD, make_maintainer, make_staff
 
 FIFTEEN_MINUTES = timedelta(minutes=15)

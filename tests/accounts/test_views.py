@@ -8,7 +8,8 @@ import pytest
 from sqlmodel import select
 
 from accounts.models import SignInLink, Staff, StaffRole
-from db import AuditEvent, utcnow
+from core.audit import AuditEvent
+from core.db import utcnow
 from tests.factories import (
     csrf_token,
     make_maintainer,

@@ -352,7 +352,7 @@ def test_a_label_run_without_a_layout_takes_the_settings_one(app_factory, sessio
 def test_inspect_attestation_tells_support_what_a_key_sent(app):
     from uuid import UUID
 
-    from distribution import webauthn
+    from adapters import webauthn
     from tests.soft_authenticator import SoftAuthenticator, TestCA
 
     options, _challenge = webauthn.registration_options(

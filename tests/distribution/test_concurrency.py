@@ -16,13 +16,14 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from accounts.services import actor_for
-from db import create_db_engine
-from distribution import claims, stock
-from distribution.addresses import validate_address
+from adapters.addresses import validate_address
+from core.db import create_db_engine
+from core.errors import DomainError
+from core.mail import OutboxMailer
+from distribution.claims import services as claims
 from distribution.models import Claim, Shipment
+from distribution.stock import services as stock
 from eligibility.services import ensure_project
-from errors import DomainError
-from mail import OutboxMailer
 from tests.factories import USB_A, USB_C, import_statistics, make_owner, receive_keys
 
 A, C = USB_A, USB_C

@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from werkzeug.serving import make_server
 
 from app import create_app
-from db import get_database
+from core.db import get_database
 from tests.conftest import DatabaseFactory, Mailbox, free_port, make_settings
 
 CHROMIUM = os.environ.get("KEYS_CHROMIUM", "/usr/bin/chromium")

@@ -16,16 +16,17 @@ from playwright.sync_api import Browser, Locator, Page, expect
 from sqlmodel import Session
 
 from accounts.services import actor_for, find_maintainer_by_username
-from db import Actor, get_database
-from distribution import claims
-from distribution.addresses import validate_address
+from adapters.addresses import validate_address
+from core.actors import Actor
+from core.db import get_database
+from core.mail import OutboxMailer
+from core.settings import Settings
+from distribution.claims import services as claims
 from distribution.models import Claim, Shipment
-from distribution.stock import receive_stock
+from distribution.stock.services import receive_stock
 from eligibility.critical import import_download_statistics
 from eligibility.models import ProjectRoleKind
 from eligibility.services import ensure_project, grant_project_role
-from mail import OutboxMailer
-from settings import Settings
 from tests import factories
 from tests.conftest import Mailbox
 from tests.e2e.conftest import LiveServer

@@ -34,12 +34,12 @@ from fido2.webauthn import AttestationObject
 from playwright.sync_api import Browser, Locator, Page, Route, expect
 from sqlmodel import col, select
 
+from accounts.access import METADATA_EXTENSION
 from accounts.models import Maintainer, SecurityKey, StaffRole
-from db import get_database
+from adapters.webauthn import Metadata
+from core.db import get_database
+from core.settings import Settings
 from distribution.models import Claim, KeyModel
-from distribution.webauthn import Metadata
-from security import METADATA_EXTENSION
-from settings import Settings
 from tests.e2e.conftest import LiveServer
 from tests.e2e.journeys import sign_in_as_staff, sign_in_by_link
 from tests.factories import (

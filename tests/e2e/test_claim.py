@@ -17,7 +17,7 @@ from sqlmodel import select
 
 from accounts.models import StaffRole
 from accounts.services import find_maintainer_by_username
-from db import get_database
+from core.db import get_database
 from distribution.models import Claim, ClaimItem, Shipment
 from tests.e2e.conftest import LiveServer
 from tests.e2e.journeys import set_up_maintainer, sign_in_as_staff, sign_in_by_link

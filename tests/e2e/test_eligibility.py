@@ -14,7 +14,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from accounts.models import StaffRole
-from db import Actor, get_database
+from core.actors import Actor
+from core.db import get_database
 from eligibility.critical import import_download_statistics
 from eligibility.services import ensure_project
 from tests.e2e.conftest import LiveServer

@@ -16,9 +16,10 @@ from playwright.sync_api import Browser, Page, expect
 from sqlmodel import select
 
 from accounts.models import StaffRole
-from db import AuditEvent, get_database
-from distribution import fulfilment
+from core.audit import AuditEvent
+from core.db import get_database
 from distribution.models import ParcelException, StockMovement
+from distribution.shipping import fulfilment
 from tests.conftest import Mailbox
 from tests.e2e.conftest import LiveServer
 from tests.e2e.journeys import (

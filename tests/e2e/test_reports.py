@@ -15,8 +15,9 @@ from playwright.sync_api import Page, expect
 from pypdf import PdfReader
 
 from accounts.models import StaffRole
-from db import get_database
-from distribution import reports, transparency
+from core.db import get_database
+from distribution.reports import services as reports
+from distribution.reports import transparency
 from tests.e2e.conftest import LiveServer
 from tests.e2e.journeys import (
     another_browser,

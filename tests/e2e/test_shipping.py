@@ -18,7 +18,8 @@ from pypdf import PdfReader
 from sqlmodel import select
 
 from accounts.models import StaffRole
-from db import AuditEvent, get_database
+from core.audit import AuditEvent
+from core.db import get_database
 from distribution.models import LabelRun, Shipment, StockMovement
 from tests.conftest import Mailbox
 from tests.e2e.conftest import LiveServer

@@ -6,7 +6,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from accounts.models import StaffRole
-from db import get_database
+from core.db import get_database
 from tests.e2e.conftest import LiveServer
 from tests.e2e.journeys import plug_in_staff_key
 from tests.factories import STAFF_PASSWORD, make_maintainer, make_staff

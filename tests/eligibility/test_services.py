@@ -10,13 +10,15 @@ from sqlmodel import col, select
 
 from accounts.models import Maintainer
 from accounts.services import actor_for
-from db import Actor, AuditEvent, utcnow
-from distribution import stock
+from core.actors import Actor
+from core.audit import AuditEvent
+from core.db import utcnow
+from core.mail import SMTPMailer
+from distribution.claims.decision import ReasonCode, decide
+from distribution.stock import services as stock
 from eligibility import appeals, critical, notify, roles
-from eligibility.decisions import ReasonCode, decide
 from eligibility.errors import AppealClosed, AppealNotAllowed, ImportRejected
 from eligibility.models import CriticalEntry, EligibilityNotice, ProjectRole, ProjectRoleKind
-from mail import SMTPMailer
 from tests.factories import give_role, import_statistics, make_maintainer, make_staff
 
 ACTOR = Actor.system("test")

@@ -8,8 +8,8 @@ import pytest
 from sqlmodel import select
 
 from accounts.models import StaffRole
-from db import Actor
-from distribution import stock
+from core.actors import Actor
+from distribution.stock import services as stock
 from eligibility import critical
 from eligibility.models import Appeal
 from eligibility.services import ensure_project

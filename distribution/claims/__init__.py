@@ -1,0 +1,1 @@
+"""Claims: the eligibility decision, claim codes, redemption and the waiting list."""

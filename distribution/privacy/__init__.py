@@ -1,0 +1,1 @@
+"""Personal data: retention, the maintainer's export and erasure."""
