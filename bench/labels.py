@@ -5,8 +5,8 @@ carry a CN22 customs block (from Germany), and the Japanese ones carry the recip
 Japanese script as well. It measures, each in a fresh child process:
 
 - the run: ``render_run`` on 4×6 with slips, in chunks of at most 100 pages over a process pool
-  of two, joined into one PDF; from the import of ``distribution.shipping.labels`` to the PDF's bytes
-  (the pool and its forkserver start inside the clock, as they do on a cold server);
+  of two, joined into one PDF; from the import of ``distribution.shipping.labels`` to the PDF's
+  bytes (the pool and its forkserver start inside the clock, as they do on a cold server);
 - the floor: WeasyPrint rendering the same number of plain 4×6 pages that hold only the
   recipient's address text, as one document in one process; and, once, the same pages in
   documents of 100 pages (not joined), because one document's cost per page grows with it;

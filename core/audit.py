@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlmodel import Field, Session, SQLModel, col
 
 from core import logs
 from core.actors import Actor
+from core.after_commit import on_commit
 from core.db import JSONType, UTCDateTime, utcnow
 
 
@@ -60,31 +61,16 @@ def record_event(
     session.add(audit_event)
     # Logged once the change is committed (a rolled-back change did not happen), without the
     # details: they may hold addresses.
-    session.info.setdefault(_STATE_CHANGE_LINES, []).append(
-        {
-            "action": action,
-            "subject_kind": subject_kind,
-            "subject_id": audit_event.subject_id,
-            "actor_kind": actor.kind.value,
-            "actor_id": actor.id,
-            "request_id": logs.current_request_id(),
-        }
-    )
+    line = {
+        "action": action,
+        "subject_kind": subject_kind,
+        "subject_id": audit_event.subject_id,
+        "actor_kind": actor.kind.value,
+        "actor_id": actor.id,
+        "request_id": logs.current_request_id(),
+    }
+    on_commit(session, partial(logs.write, logs.state_change_log, "state_change", **line))
     return audit_event
-
-
-_STATE_CHANGE_LINES = "keys_state_change_lines"
-
-
-@event.listens_for(Session, "after_commit")
-def _log_state_changes(session: Session) -> None:
-    for fields in session.info.pop(_STATE_CHANGE_LINES, []):
-        logs.write(logs.state_change_log, "state_change", **fields)
-
-
-@event.listens_for(Session, "after_rollback")
-def _forget_state_changes(session: Session) -> None:
-    session.info.pop(_STATE_CHANGE_LINES, None)
 
 
 @dataclass(frozen=True)

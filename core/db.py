@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -162,21 +162,6 @@ def get_session() -> Session:
         g.db_session = get_database().session()
     session: Session = g.db_session
     return session
-
-
-def after_commit(callback: Callable[[], None]) -> None:
-    """Run ``callback`` once the current request's transaction has committed (and not at all
-    if it rolls back): for work that must see what the request wrote."""
-    called = False
-
-    def committed(session: Session) -> None:
-        nonlocal called
-        # SQLAlchemy also announces savepoints released inside the transaction: wait for it.
-        if not called and not session.in_nested_transaction():
-            called = True
-            callback()
-
-    sa.event.listen(get_session(), "after_commit", committed)
 
 
 def discard_changes() -> None:

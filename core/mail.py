@@ -21,8 +21,9 @@ import click
 import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlmodel import Field, Session, SQLModel, select
 
+from core.after_commit import on_commit
 from core.db import UTCDateTime, get_database, utcnow
 from core.settings import Settings
 
@@ -96,27 +97,16 @@ class SMTPMailer:
     def send(self, *, session: Session, mail: Mail) -> OutboxMessage:
         message = _record(session, mail)
         session.flush()
-        if _PENDING not in session.info:
-            session.info[_PENDING] = []
-            sa.event.listen(session, "after_commit", self._deliver_committed)
-            sa.event.listen(session, "after_rollback", _forget_pending)
-        session.info[_PENDING].append(message.id)
+        message_id = message.id
+        on_commit(session, lambda: self._deliver_committed(session, message_id))
         return message
 
-    def _deliver_committed(self, session: Session) -> None:
-        """Deliver what the committed transaction sent, in a transaction of its own (the
+    def _deliver_committed(self, session: Session, message_id: int | None) -> None:
+        """Deliver a message the committed transaction sent, in a transaction of its own (the
         committed one can run no more SQL)."""
-        if session.in_nested_transaction():
-            return  # a savepoint released: the transaction itself may still roll back
-        ids, session.info[_PENDING] = session.info[_PENDING], []
-        if not ids:
-            return
         with Session(bind=session.get_bind(), join_transaction_mode="create_savepoint") as own:
-            for message in own.exec(
-                select(OutboxMessage).where(
-                    col(OutboxMessage.id).in_(ids), col(OutboxMessage.sent_at).is_(None)
-                )
-            ).all():
+            message = own.get(OutboxMessage, message_id)
+            if message is not None and message.sent_at is None:
                 self.deliver(message)
             own.commit()
 
@@ -149,13 +139,6 @@ class SMTPMailer:
             if settings.smtp_username:
                 smtp.login(settings.smtp_username, settings.smtp_password)
             smtp.send_message(email)
-
-
-_PENDING = "keys_mail_to_deliver"
-
-
-def _forget_pending(session: Session) -> None:
-    session.info[_PENDING] = []  # rolled back: those messages were never recorded
 
 
 def send_pending(*, session: Session, mailer: SMTPMailer, limit: int = 500) -> tuple[int, int]:

@@ -27,8 +27,9 @@ from accounts.forms import ConfirmForm
 from accounts.models import StaffRole
 from accounts.services import actor_for
 from core.actors import Actor
+from core.after_commit import on_commit
 from core.countries import country_name
-from core.db import after_commit, get_database, get_session
+from core.db import get_database, get_session
 from core.mail import get_mailer
 from core.settings import get_settings
 from distribution.claims import services as claims
@@ -146,7 +147,7 @@ def _follow(run: LabelRun) -> ResponseReturnValue:
     """Render the run once this request's commit made it visible; show its progress."""
     database, settings, run_id = get_database(), get_settings(), run.id or 0
     start = current_app.extensions.get(LABEL_RUN_STARTER, label_runs.run_in_background)
-    after_commit(lambda: start(database=database, settings=settings, run_id=run_id))
+    on_commit(get_session(), lambda: start(database=database, settings=settings, run_id=run_id))
     return redirect(url_for("shipping.label_run", run_id=run_id))
 
 
