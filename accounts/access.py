@@ -29,6 +29,21 @@ def init_app(app: Flask) -> None:
         return load_user(session=get_session(), user_id=user_id)
 
 
+def current_maintainer() -> Maintainer:
+    """The signed-in maintainer, in a view behind ``maintainer_required``."""
+    return cast(Maintainer, current_user._get_current_object())
+
+
+def current_staff() -> Staff:
+    """The signed-in staff member, in a view behind ``staff_required``."""
+    return cast(Staff, current_user._get_current_object())
+
+
+def maintainer_rate_key() -> str:
+    """Rate-limit key for one signed-in maintainer, from whichever address they connect."""
+    return f"maintainer:{current_user.get_id()}"
+
+
 def email_rate_key() -> str:
     """Rate-limit key for forms that name an email address: a digest of the address,
     normalised, since the key is kept in Redis and logged when the limit is reached."""

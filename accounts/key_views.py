@@ -7,7 +7,6 @@ password, with its session nonce, for ``PENDING_FOR``; nobody is signed in until
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import cast
 
 from flask import (
     Blueprint,
@@ -22,7 +21,11 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user
 
 from accounts import second_factor, security_keys, services
-from accounts.access import staff_required, webauthn_metadata
+from accounts.access import (
+    current_staff,
+    staff_required,
+    webauthn_metadata,
+)
 from accounts.errors import InvalidCredentials
 from accounts.forms import ConfirmForm, RecoveryCodeForm
 from accounts.models import Staff
@@ -187,7 +190,7 @@ def register_key() -> ResponseReturnValue:
 def _registering() -> Staff | None:
     """A staff member signed in (adding a key), or past the password without a key yet."""
     if current_user.is_authenticated and current_user.is_staff:
-        return cast(Staff, current_user._get_current_object())
+        return current_staff()
     staff = _pending()
     if staff is not None and not second_factor.has_keys(session=get_session(), staff=staff):
         return staff
@@ -214,7 +217,7 @@ def my_keys() -> ResponseReturnValue:
 def remove_key(key_id: int) -> ResponseReturnValue:
     if not ConfirmForm().validate_on_submit():
         return redirect(url_for("staff_keys.my_keys"))
-    staff = cast(Staff, current_user._get_current_object())
+    staff = current_staff()
     try:
         second_factor.remove_key(
             session=get_session(), actor=services.actor_for(staff), staff=staff, key_id=key_id
@@ -231,7 +234,7 @@ def remove_key(key_id: int) -> ResponseReturnValue:
 def new_recovery_codes() -> ResponseReturnValue:
     if not ConfirmForm().validate_on_submit():
         return redirect(url_for("staff_keys.my_keys"))
-    staff = cast(Staff, current_user._get_current_object())
+    staff = current_staff()
     cookie[_CODES] = second_factor.issue_recovery_codes(
         session=get_session(), settings=get_settings(), staff=staff
     )
@@ -239,7 +242,7 @@ def new_recovery_codes() -> ResponseReturnValue:
 
 
 def _render_keys() -> str:
-    staff = cast(Staff, current_user._get_current_object())
+    staff = current_staff()
     session = get_session()
     return render_template(
         "accounts/staff_keys.html",

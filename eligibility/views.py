@@ -3,14 +3,16 @@ JSON), the staff appeals queue and the statistics upload."""
 
 from __future__ import annotations
 
-from typing import cast
-
 from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from accounts.access import maintainer_required, staff_required
-from accounts.models import Maintainer, StaffRole
+from accounts.access import (
+    current_maintainer,
+    maintainer_required,
+    staff_required,
+)
+from accounts.models import StaffRole
 from accounts.services import actor_for
 from core.db import get_session
 from core.settings import get_settings
@@ -27,10 +29,6 @@ from web.security import accepts_large_upload
 bp = Blueprint("eligibility", __name__)
 
 
-def _me() -> Maintainer:
-    return cast(Maintainer, current_user._get_current_object())
-
-
 @bp.route("/eligibility/appeal", methods=["GET", "POST"])
 @maintainer_required
 def appeal() -> ResponseReturnValue:
@@ -40,7 +38,7 @@ def appeal() -> ResponseReturnValue:
             appeals.file_appeal(
                 session=get_session(),
                 actor=actor_for(current_user),
-                maintainer=_me(),
+                maintainer=current_maintainer(),
                 text=form.text.data,
                 projects=form.project_list,
             )

@@ -4,8 +4,6 @@ not counted as Titans."""
 
 from __future__ import annotations
 
-from typing import cast
-
 from flask import (
     Blueprint,
     flash,
@@ -17,9 +15,15 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user
 
-from accounts.access import maintainer_required, staff_required, webauthn_metadata
+from accounts.access import (
+    current_maintainer,
+    maintainer_rate_key,
+    maintainer_required,
+    staff_required,
+    webauthn_metadata,
+)
 from accounts.forms import ConfirmForm
-from accounts.models import Maintainer, StaffRole
+from accounts.models import StaffRole
 from accounts.services import actor_for, normalize_email
 from adapters import webauthn
 from core.db import get_session
@@ -41,14 +45,6 @@ REGISTRATIONS_PER_MAINTAINER = "30 per hour"
 PYPI_TWO_FACTOR = "https://pypi.org/manage/account/two-factor/"
 
 
-def _me() -> Maintainer:
-    return cast(Maintainer, current_user._get_current_object())
-
-
-def _maintainer_key() -> str:
-    return f"maintainer:{current_user.get_id()}"
-
-
 @bp.get("/claim/keys")
 @maintainer_required
 def my_keys() -> ResponseReturnValue:
@@ -62,7 +58,10 @@ def remove_key(key_id: int) -> ResponseReturnValue:
         return redirect(url_for("activation.my_keys"))
     try:
         activation.remove_key(
-            session=get_session(), actor=actor_for(current_user), maintainer=_me(), key_id=key_id
+            session=get_session(),
+            actor=actor_for(current_user),
+            maintainer=current_maintainer(),
+            key_id=key_id,
         )
     except activation.KeyProblem as problem:
         flash(problem.message, "error")
@@ -74,7 +73,7 @@ def remove_key(key_id: int) -> ResponseReturnValue:
 def _render_my_keys() -> str:
     return render_template(
         "distribution/keys.html",
-        progress=activation.progress(session=get_session(), maintainer=_me()),
+        progress=activation.progress(session=get_session(), maintainer=current_maintainer()),
         form=ConfirmForm(),
         pypi_url=PYPI_TWO_FACTOR,
     )
@@ -82,17 +81,17 @@ def _render_my_keys() -> str:
 
 @bp.post("/api/claim/keys/options")
 @maintainer_required
-@limiter.limit(REGISTRATIONS_PER_MAINTAINER, key_func=_maintainer_key)
+@limiter.limit(REGISTRATIONS_PER_MAINTAINER, key_func=maintainer_rate_key)
 def registration_options() -> ResponseReturnValue:
     options, token = activation.begin_registration(
-        session=get_session(), settings=get_settings(), maintainer=_me()
+        session=get_session(), settings=get_settings(), maintainer=current_maintainer()
     )
     return jsonify(token=token, publicKey=options)
 
 
 @bp.post("/api/claim/keys")
 @maintainer_required
-@limiter.limit(REGISTRATIONS_PER_MAINTAINER, key_func=_maintainer_key)
+@limiter.limit(REGISTRATIONS_PER_MAINTAINER, key_func=maintainer_rate_key)
 def register_key() -> ResponseReturnValue:
     body = json_object()
     if body is None:
@@ -103,7 +102,7 @@ def register_key() -> ResponseReturnValue:
             settings=get_settings(),
             metadata=webauthn_metadata(),
             actor=actor_for(current_user),
-            maintainer=_me(),
+            maintainer=current_maintainer(),
             token=str(body.get("token", "")),
             response=credential_in(body),
             name=str(body.get("name", "")),

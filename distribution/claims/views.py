@@ -17,9 +17,14 @@ from flask import (
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from accounts.access import maintainer_required, staff_required
+from accounts.access import (
+    current_maintainer,
+    maintainer_rate_key,
+    maintainer_required,
+    staff_required,
+)
 from accounts.forms import ConfirmForm
-from accounts.models import Maintainer, StaffRole
+from accounts.models import StaffRole
 from accounts.services import actor_for, set_maintainer_country
 from adapters.addresses import (
     InvalidAddress,
@@ -95,25 +100,17 @@ def appeal_review(appeal_id: int) -> ResponseReturnValue:
     ), form_status(form)
 
 
-def _me() -> Maintainer:
-    return cast(Maintainer, current_user._get_current_object())
-
-
-def _maintainer_key() -> str:
-    return f"maintainer:{current_user.get_id()}"
-
-
 def _country() -> str:
     """The destination chosen on the page (served countries only; the profile's by default)."""
     served = get_settings().countries
-    wanted = (request.values.get("country") or _me().country or served[0]).upper()
+    wanted = (request.values.get("country") or current_maintainer().country or served[0]).upper()
     wanted = "GB" if wanted == "UK" else wanted
     return wanted if wanted in served else served[0]
 
 
 @bp.post("/claim/code")
 @maintainer_required
-@limiter.limit(CODE_ENTRY_PER_MAINTAINER, key_func=_maintainer_key)
+@limiter.limit(CODE_ENTRY_PER_MAINTAINER, key_func=maintainer_rate_key)
 @limiter.limit(CODE_ENTRY_PER_IP)
 def get_code() -> ResponseReturnValue:
     if not ConfirmForm().validate_on_submit():
@@ -124,7 +121,7 @@ def get_code() -> ResponseReturnValue:
             mailer=get_mailer(),
             settings=get_settings(),
             actor=actor_for(current_user),
-            maintainer=_me(),
+            maintainer=current_maintainer(),
         )
     except AlreadyClaimed:
         # Most often the code page reloaded (which sends the form again): the code is in the
@@ -144,10 +141,10 @@ def get_code() -> ResponseReturnValue:
 
 @bp.route("/claim/redeem", methods=["GET", "POST"])
 @maintainer_required
-@limiter.limit(CODE_ENTRY_PER_MAINTAINER, key_func=_maintainer_key, methods=["POST"])
+@limiter.limit(CODE_ENTRY_PER_MAINTAINER, key_func=maintainer_rate_key, methods=["POST"])
 @limiter.limit(CODE_ENTRY_PER_IP, methods=["POST"])
 def redeem() -> ResponseReturnValue:
-    session, settings, maintainer = get_session(), get_settings(), _me()
+    session, settings, maintainer = get_session(), get_settings(), current_maintainer()
     country = _country()
     models = stock.key_models(session=session)
     form_class = shipping_form_for(
@@ -210,7 +207,7 @@ def redeem() -> ResponseReturnValue:
 @bp.route("/claim/<int:claim_id>/address", methods=["GET", "POST"])
 @maintainer_required
 def change_address(claim_id: int) -> ResponseReturnValue:
-    session, settings, maintainer = get_session(), get_settings(), _me()
+    session, settings, maintainer = get_session(), get_settings(), current_maintainer()
     claim = claims.get_claim(session=session, maintainer=maintainer, claim_id=claim_id)
     shipment = claims.shipment_of(session=session, claim=claim)
     country = (
@@ -270,7 +267,7 @@ def cancel(claim_id: int) -> ResponseReturnValue:
             mailer=get_mailer(),
             settings=get_settings(),
             actor=actor_for(current_user),
-            maintainer=_me(),
+            maintainer=current_maintainer(),
             claim_id=claim_id,
         )
         flash("Your claim is cancelled and the keys went back to the programme.", "info")
@@ -309,7 +306,7 @@ def _recipient(form: ShippingForm, served: tuple[str, ...]) -> claims.Recipient 
 @bp.get("/eligibility")
 @maintainer_required
 def my_eligibility() -> ResponseReturnValue:
-    return _render_mine(CountryForm(country=_me().country))
+    return _render_mine(CountryForm(country=current_maintainer().country))
 
 
 @bp.post("/eligibility/country")
@@ -321,7 +318,7 @@ def set_country() -> ResponseReturnValue:
     set_maintainer_country(
         session=get_session(),
         actor=actor_for(current_user),
-        maintainer=_me(),
+        maintainer=current_maintainer(),
         country=normalize_country(form.country.data),
     )
     flash(f"Saved: keys would be shipped to {country_name(form.country.data)}.", "success")
@@ -329,7 +326,7 @@ def set_country() -> ResponseReturnValue:
 
 
 def _render_mine(country_form: CountryForm) -> str:
-    session, maintainer = get_session(), _me()
+    session, maintainer = get_session(), current_maintainer()
     decision = decide(
         session=session,
         settings=get_settings(),

@@ -8,13 +8,15 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
-from accounts.access import maintainer_required
+from accounts.access import (
+    current_maintainer,
+    maintainer_required,
+)
 from accounts.forms import ConfirmForm
 from core.db import get_session
 from core.settings import get_settings
 from distribution.claims import services as claims
 from distribution.claims.decision import decide
-from distribution.claims.views import _me
 from distribution.shipping import exceptions, fulfilment
 from distribution.stock import services as stock
 
@@ -27,7 +29,7 @@ bp = Blueprint("journey", __name__)
 @bp.get("/claim")
 @maintainer_required
 def my_claim() -> ResponseReturnValue:
-    session, settings, maintainer = get_session(), get_settings(), _me()
+    session, settings, maintainer = get_session(), get_settings(), current_maintainer()
     claim = claims.active_claim(session=session, maintainer=maintainer)
     return render_template(
         "distribution/my_claim.html",

@@ -4,24 +4,23 @@ the erasure requests as programme staff see them."""
 from __future__ import annotations
 
 import json
-from typing import cast
 
 from flask import Blueprint, flash, make_response, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from accounts.access import maintainer_required, staff_required
-from accounts.models import Maintainer, StaffRole
+from accounts.access import (
+    current_maintainer,
+    maintainer_required,
+    staff_required,
+)
+from accounts.models import StaffRole
 from accounts.services import actor_for
 from core.db import get_session, utcnow
 from distribution.privacy import services as personal_data
 from distribution.privacy.forms import ErasureForm
 
 bp = Blueprint("personal_data", __name__)
-
-
-def _me() -> Maintainer:
-    return cast(Maintainer, current_user._get_current_object())
 
 
 @bp.get("/account/data")
@@ -34,7 +33,7 @@ def my_data() -> ResponseReturnValue:
 @maintainer_required
 def download() -> ResponseReturnValue:
     document = personal_data.export_personal_data(
-        session=get_session(), actor=actor_for(current_user), maintainer=_me()
+        session=get_session(), actor=actor_for(current_user), maintainer=current_maintainer()
     )
     response = make_response(json.dumps(document, indent=2, ensure_ascii=False))
     response.headers["Content-Type"] = "application/json; charset=utf-8"
@@ -51,7 +50,7 @@ def erase() -> ResponseReturnValue:
     if not form.validate_on_submit():
         return _render(form), 400
     outcome = personal_data.request_erasure(
-        session=get_session(), actor=actor_for(current_user), maintainer=_me()
+        session=get_session(), actor=actor_for(current_user), maintainer=current_maintainer()
     )
     if outcome.claims_waiting:
         flash(
@@ -69,7 +68,9 @@ def _render(form: ErasureForm) -> str:
     return render_template(
         "distribution/my_data.html",
         form=form,
-        pending=personal_data.pending_erasure(session=get_session(), maintainer=_me()),
+        pending=personal_data.pending_erasure(
+            session=get_session(), maintainer=current_maintainer()
+        ),
     )
 
 
