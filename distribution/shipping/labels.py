@@ -1,5 +1,4 @@
-"""Shipping labels and packing slips as print-ready PDF: the one module that imports WeasyPrint
-(the PDF of the reports is rendered here too, by ``write_report_pdf``).
+"""Shipping labels and packing slips as print-ready PDF, drawn by ``adapters.pdf`` (WeasyPrint).
 
 A run is a sequence of ``ParcelLabel``s; each becomes a 4×6 in label (return address,
 recipient in Latin script with the country last, phone, contents, a CN22 customs block when the
@@ -8,8 +7,9 @@ packing slip (claim reference, items, activation instructions with a QR code). O
 Letter two 4×6 panels share a landscape sheet. WeasyPrint's memory grows with the pages of a
 document, so a run is rendered in chunks of at most ``CHUNK_PAGES`` pages (in a process pool
 when there is more than one) and the chunks are joined with pypdf. Nothing is ever fetched: the
-URL fetcher refuses ``file:`` and remote URLs, the CSS is read from this package's templates,
-fonts come from fontconfig and images are data: URIs.
+adapter's URL fetcher refuses ``file:`` and remote URLs (its ``PdfError`` becomes a
+``LabelError`` here), the CSS is read from this package's templates, fonts come from fontconfig
+and images are data: URIs.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ import base64
 import gc
 import io
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -29,12 +30,10 @@ from xml.sax.saxutils import quoteattr
 
 import jinja2
 import segno
-import weasyprint
 from barcode.codex import Code128
 from pypdf import PdfReader, PdfWriter
-from weasyprint.text.fonts import FontConfiguration
-from weasyprint.urls import FatalURLFetchingError, URLFetcher, URLFetcherResponse
 
+from adapters.pdf import DataURIFetcher, FetchedResource, PdfError, render_pdf
 from distribution.errors import DistributionError
 
 if TYPE_CHECKING:
@@ -202,38 +201,26 @@ def page_count(*, parcels: int, layout: Layout, panels_per_parcel: int) -> int:
 
 def write_pdf(html: str, *, layout: Layout = "4x6") -> bytes:
     """Render one HTML document with the label CSS; callers normally want ``render_run``."""
-    return _write(html, _stylesheet(layout))
+    with _label_errors():
+        return render_pdf(html, css=_label_css(layout))
 
 
-def write_report_pdf(html: str) -> bytes:
-    """Render a report (A4 portrait, ``templates/reports/print.css``) the way labels are
-    rendered: fetching nothing but ``data:`` URIs, such as its charts."""
-    return _write(html, _report_stylesheet())
+class LabelURLFetcher(DataURIFetcher):
+    """What a label may fetch, checkable without a render: the adapter's fetcher (``data:``
+    URIs only), refusing ``file:`` and remote URLs with ``LabelError``."""
+
+    def fetch(self, url: str, headers: dict[str, str] | None = None) -> FetchedResource:
+        with _label_errors():
+            return super().fetch(url, headers)
 
 
-def _write(html: str, stylesheet: weasyprint.CSS) -> bytes:
-    """The single place WeasyPrint runs."""
+@contextmanager
+def _label_errors() -> Iterator[None]:
+    """The adapter's ``PdfError`` (a refused fetch) as the labels' own ``LabelError``."""
     try:
-        document = weasyprint.HTML(string=html, url_fetcher=LabelURLFetcher())
-        pdf: bytes = document.write_pdf(stylesheets=[stylesheet], font_config=_font_config())
-    except FatalURLFetchingError as error:
-        cause = error.__cause__
-        raise cause if isinstance(cause, LabelError) else LabelError(str(error)) from error
-    return pdf
-
-
-class LabelURLFetcher(URLFetcher):  # type: ignore[misc]  # WeasyPrint ships no types
-    """Fetches ``data:`` URIs only; anything else (``file:``, ``http:``…) stops the render
-    with ``LabelError``: a label must never read the server's files or reach the network."""
-
-    def __init__(self) -> None:
-        super().__init__(allowed_protocols=("data",), allow_redirects=False, fail_on_errors=True)
-
-    def fetch(self, url: str, headers: dict[str, str] | None = None) -> URLFetcherResponse:
-        if not url.lower().startswith("data:"):
-            raise LabelError(f"Labels fetch nothing; refused {url[:80]!r}.")
-        response: URLFetcherResponse = super().fetch(url, headers)
-        return response
+        yield
+    except PdfError as error:
+        raise LabelError(error.message) from error
 
 
 # --- chunks -----------------------------------------------------------------------------------
@@ -400,7 +387,7 @@ def _layout(value: str) -> Layout:
     raise LabelError(f"Unknown label layout {value!r}: use one of {', '.join(LAYOUTS)}.")
 
 
-# --- per-process caches: parsing the CSS and loading fonts once, not per chunk ----------------
+# --- per-process caches: templates and CSS read once, not per chunk ---------------------------
 
 
 @cache
@@ -413,18 +400,8 @@ def _environment() -> jinja2.Environment:
 
 
 @cache
-def _font_config() -> FontConfiguration:
-    return FontConfiguration()
-
-
-@cache
-def _report_stylesheet() -> weasyprint.CSS:
-    css = (_TEMPLATES.parent / "reports" / "print.css").read_text(encoding="utf-8")
-    return weasyprint.CSS(string=css, font_config=_font_config(), url_fetcher=LabelURLFetcher())
-
-
-@cache
-def _stylesheet(layout: Layout) -> weasyprint.CSS:
+def _label_css(layout: Layout) -> str:
+    """The label CSS with the layout's page size: one string per layout and process, the key
+    under which the adapter keeps the parsed stylesheet."""
     css = (_TEMPLATES / "labels.css").read_text(encoding="utf-8")
-    css += f"\n@page {{ size: {_PAGE_SIZES[layout]}; margin: 0 }}\n"
-    return weasyprint.CSS(string=css, font_config=_font_config(), url_fetcher=LabelURLFetcher())
+    return css + f"\n@page {{ size: {_PAGE_SIZES[layout]}; margin: 0 }}\n"
