@@ -24,7 +24,7 @@ from core import db, logs, mail
 from core.errors import DomainError
 from core.health import DATABASE_RETRY_AFTER
 from core.settings import Settings, SettingsError
-from web import security
+from web import filters, security
 
 
 def import_models() -> type[SQLModel]:
@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     db.init_app(app, db.Database(db.create_db_engine(settings.database_url)))
     mail.init_app(app, mail.create_mailer(settings))
     security.init_app(app, settings)
+    filters.init_app(app)
     access.init_app(app)
 
     from accounts.key_views import bp as staff_keys_bp

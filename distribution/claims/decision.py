@@ -15,6 +15,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from accounts.models import Maintainer
+from core import formats
 from core.countries import country_name, display_code, served_names
 from core.db import utcnow
 from core.settings import Settings
@@ -136,14 +137,16 @@ def decide(
         reasons.append(
             Reason(
                 ReasonCode.PROGRAMME_NOT_OPEN,
-                (f"The programme opens on {_day(settings.programme_opens_at)}. {_ALTERNATIVES}"),
+                f"The programme opens on {formats.day(settings.programme_opens_at)}. "
+                f"{_ALTERNATIVES}",
             )
         )
     elif now >= settings.programme_closes_at:
         reasons.append(
             Reason(
                 ReasonCode.PROGRAMME_ENDED,
-                (f"The programme closed on {_day(settings.programme_closes_at)}. {_ALTERNATIVES}"),
+                f"The programme closed on {formats.day(settings.programme_closes_at)}. "
+                f"{_ALTERNATIVES}",
             )
         )
 
@@ -250,7 +253,3 @@ def _not_critical_message(projects: list[ProjectBasis], critical_list: CriticalL
 
 def _rank_text(rank: int | None) -> str:
     return f"rank {rank:,}" if rank else "below the cutoff"
-
-
-def _day(moment: datetime) -> str:
-    return f"{moment.day} {moment:%B %Y}"

@@ -53,6 +53,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from accounts.models import ErasureRequest, Maintainer, SecurityKey, SignInLink
+from core import formats
 from core.actors import Actor, ActorKind
 from core.audit import AuditEvent, record_event
 from core.db import utcnow
@@ -549,7 +550,7 @@ def _erase_claim(
         )
         # Not empty: a message still waiting for the SMTP server would go out blank.
         .values(
-            body=f"(Erased on {_day(now)} under the retention policy: it held a parcel's "
+            body=f"(Erased on {formats.day(now)} under the retention policy: it held a parcel's "
             "address or tracking number.)"
         )
         .execution_options(synchronize_session=False)
@@ -624,7 +625,3 @@ def _replacement_waiting(session: Session, claim: Claim) -> bool:
 
 def _when(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment else None
-
-
-def _day(moment: datetime) -> str:
-    return f"{moment.day} {moment:%B %Y}"

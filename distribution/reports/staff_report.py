@@ -9,6 +9,7 @@ from datetime import date, datetime
 from sqlmodel import Session
 
 from adapters import charts
+from core import formats
 from core.db import utcnow
 from core.settings import Settings
 from distribution.reports.services import (
@@ -64,7 +65,9 @@ def report_charts(report: StaffReport) -> ReportCharts:
             else f"at this pace, none left about {end:%-d %b %Y}"
         )
     if trend.runs_out_on:
-        outlook = f"at {trend.per_day:,.1f} a day they run out about {trend.runs_out_on:%-d %B %Y}"
+        outlook = (
+            f"at {trend.per_day:,.1f} a day they run out about {formats.day(trend.runs_out_on)}"
+        )
     else:
         outlook = "no keys were taken in the last days, so no day of running out is projected"
     funnel = report.programme.funnel
