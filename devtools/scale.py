@@ -5,7 +5,7 @@ maintainers (``scale-00001`` …, at ``example.invalid``) spread over the served
 PyPI's maintainers are (the US and Germany large, Austria and Belgium so small that the public
 page folds them into "Other countries"), each holding a role on a project of the current
 critical list; one claim each, replayed move by move through the life of a claim
-(``CLAIM_TRANSITIONS``) with timestamps from the programme's opening to now, so every status
+(``CLAIM_LIFECYCLE``) with timestamps from the programme's opening to now, so every status
 occurs — codes issued (some expiring this week), expired and cancelled; parcels waiting,
 printed, shipped, delivered, activated with registered Titan keys, returned and re-addressed,
 lost (replacements requested, approved or declined) and damaged keys replaced. The stock comes
@@ -53,7 +53,7 @@ from core.settings import Settings
 from distribution.claims import codes
 from distribution.claims.services import new_shipment_reference
 from distribution.models import (
-    CLAIM_TRANSITIONS,
+    CLAIM_LIFECYCLE,
     TOTAL,
     Claim,
     ClaimItem,
@@ -79,6 +79,8 @@ from eligibility.models import (
     ProjectRoleKind,
 )
 
+# The moves the seed replays, as the action table allows them.
+_TRANSITIONS = CLAIM_LIFECYCLE.transitions()
 USERNAME = "scale-{:05d}"
 APPEAL_USERNAME = "scale-appeal-{:05d}"
 EMAIL_DOMAIN = "example.invalid"
@@ -600,7 +602,7 @@ class _Claim(_Row):
 
     def _move(self, to: ClaimStatus, at: datetime, actor: Actor | None) -> None:
         before = self.status
-        if to not in CLAIM_TRANSITIONS[before]:
+        if to not in _TRANSITIONS[before]:
             raise AssertionError(f"scale claim {self.number}: {before} cannot become {to}")
         if to == ClaimStatus.ACTIVATED and self.activated_at is None:
             self.activated_at = at  # reports time activation from the first one

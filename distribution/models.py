@@ -10,6 +10,8 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from core.db import JSONType, UTCDateTime
+from core.lifecycle import Lifecycle, Move
+from distribution.errors import ClaimLocked, CodeUsed, RunNotFound
 
 
 class MovementKind(enum.StrEnum):
@@ -131,26 +133,117 @@ class ClaimStatus(enum.StrEnum):
     LOST = "lost"
 
 
+class ClaimAction(enum.StrEnum):
+    REDEEM = "redeem"
+    EXPIRE = "expire"
+    CANCEL = "cancel"
+    CHANGE_ADDRESS = "change_address"
+    PRINT_LABEL = "print_label"
+    REPRINT_LABEL = "reprint_label"
+    VOID_LABEL = "void_label"
+    SHIP = "ship"
+    DELIVER = "deliver"
+    MARK_RETURNED = "mark_returned"
+    MARK_LOST = "mark_lost"
+    REPORT_DAMAGED = "report_damaged"
+    SEND_REPLACEMENT = "send_replacement"
+    ACTIVATE = "activate"
+
+
+_S = ClaimStatus
+_ON_ITS_WAY = "{subject} is {status}: only a parcel on its way can come back or be lost."
+_ONLY_PRINTED = "{subject} is {status}: only a printed label that has not shipped can be "
+
 # The life of a claim (DESIGN.md), written once: every change of status goes through it.
-CLAIM_TRANSITIONS: dict[ClaimStatus, frozenset[ClaimStatus]] = {
-    ClaimStatus.ISSUED: frozenset(
-        {ClaimStatus.REDEEMED, ClaimStatus.EXPIRED, ClaimStatus.CANCELLED}
-    ),
-    ClaimStatus.REDEEMED: frozenset({ClaimStatus.LABEL_PRINTED, ClaimStatus.CANCELLED}),
-    ClaimStatus.LABEL_PRINTED: frozenset(
-        {ClaimStatus.SHIPPED, ClaimStatus.REDEEMED, ClaimStatus.CANCELLED}
-    ),
-    ClaimStatus.SHIPPED: frozenset({ClaimStatus.DELIVERED, ClaimStatus.RETURNED, ClaimStatus.LOST}),
-    # Back to redeemed: a replacement for a damaged key goes through the queue like any parcel.
-    ClaimStatus.DELIVERED: frozenset({ClaimStatus.ACTIVATED, ClaimStatus.REDEEMED}),
-    # Re-addressed by the maintainer (back to the queue), or given up.
-    ClaimStatus.RETURNED: frozenset({ClaimStatus.REDEEMED, ClaimStatus.CANCELLED}),
-    # A replacement approved by programme staff goes through the queue again.
-    ClaimStatus.LOST: frozenset({ClaimStatus.REDEEMED}),
-    ClaimStatus.ACTIVATED: frozenset({ClaimStatus.REDEEMED}),
-    ClaimStatus.EXPIRED: frozenset(),
-    ClaimStatus.CANCELLED: frozenset(),
-}
+CLAIM_LIFECYCLE: Lifecycle[ClaimStatus, ClaimAction] = Lifecycle(
+    ClaimStatus,
+    {
+        ClaimAction.REDEEM: Move(
+            frozenset({_S.ISSUED}),
+            _S.REDEEMED,
+            "That code was already used.",
+            done="{subject} changed a moment ago: its code was used in another window.",
+            error=CodeUsed,
+        ),
+        ClaimAction.EXPIRE: Move(
+            frozenset({_S.ISSUED}), _S.EXPIRED, "{subject} is {status}: only a code can expire."
+        ),
+        ClaimAction.CANCEL: Move(
+            frozenset({_S.ISSUED, _S.REDEEMED, _S.LABEL_PRINTED, _S.RETURNED}),
+            _S.CANCELLED,
+            "The parcel has left, or you received keys from us already: the claim can no "
+            "longer be cancelled. Write to us if you no longer need a replacement.",
+            done="{subject} was cancelled a moment ago.",
+        ),
+        # Until the label is printed; after a parcel came back, it goes back to the queue.
+        ClaimAction.CHANGE_ADDRESS: Move(
+            frozenset({_S.REDEEMED, _S.RETURNED}),
+            _S.REDEEMED,
+            "The label is printed already, so the address can no longer change. If it is "
+            "wrong, write to us at once.",
+        ),
+        ClaimAction.PRINT_LABEL: Move(
+            frozenset({_S.REDEEMED}),
+            _S.LABEL_PRINTED,
+            "{subject} is {status}: only a parcel waiting for its label can be printed.",
+            done="{subject} was printed a moment ago by someone else.",
+        ),
+        ClaimAction.REPRINT_LABEL: Move(
+            frozenset({_S.LABEL_PRINTED}), None, _ONLY_PRINTED + "printed again."
+        ),
+        ClaimAction.VOID_LABEL: Move(
+            frozenset({_S.LABEL_PRINTED}),
+            _S.REDEEMED,
+            _ONLY_PRINTED + "voided.",
+            done="{subject} had its label voided a moment ago by someone else.",
+        ),
+        ClaimAction.SHIP: Move(
+            frozenset({_S.LABEL_PRINTED}),
+            _S.SHIPPED,
+            "{subject} is {status}: only a parcel with a printed label can be shipped.",
+            done="{subject} was shipped a moment ago by someone else.",
+        ),
+        ClaimAction.DELIVER: Move(
+            frozenset({_S.SHIPPED}),
+            _S.DELIVERED,
+            "{subject}: the parcel is {status}, not on its way.",
+            done="{subject} was recorded as delivered a moment ago.",
+        ),
+        ClaimAction.MARK_RETURNED: Move(
+            frozenset({_S.SHIPPED}),
+            _S.RETURNED,
+            _ON_ITS_WAY,
+            done="{subject} was recorded as returned a moment ago by someone else.",
+        ),
+        ClaimAction.MARK_LOST: Move(
+            frozenset({_S.SHIPPED}),
+            _S.LOST,
+            _ON_ITS_WAY,
+            done="{subject} was recorded as lost a moment ago by someone else.",
+        ),
+        ClaimAction.REPORT_DAMAGED: Move(
+            frozenset({_S.DELIVERED, _S.ACTIVATED}),
+            None,
+            "{subject} is {status}: a damaged key is reported once its newest parcel is "
+            "delivered (record the delivery first).",
+        ),
+        # A replacement approved by programme staff goes through the queue like any parcel.
+        ClaimAction.SEND_REPLACEMENT: Move(
+            frozenset({_S.LOST, _S.DELIVERED, _S.ACTIVATED}),
+            _S.REDEEMED,
+            "{subject} is {status}: only a lost parcel or delivered keys can be replaced.",
+            done="{subject} had its replacement approved a moment ago by someone else.",
+        ),
+        # Registering the keys proves they arrived: a shipped parcel is delivered first.
+        ClaimAction.ACTIVATE: Move(
+            frozenset({_S.DELIVERED}),
+            _S.ACTIVATED,
+            "{subject} is {status}: only delivered keys can be activated.",
+            done="{subject} was activated a moment ago.",
+        ),
+    },
+    refused=ClaimLocked,
+)
 CLOSED_STATUSES = (ClaimStatus.EXPIRED.value, ClaimStatus.CANCELLED.value)
 
 
@@ -272,6 +365,35 @@ class LabelRunStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class LabelRunAction(enum.StrEnum):
+    FINISH = "finish"
+    FAIL = "fail"
+    DOWNLOAD = "download"
+
+
+LABEL_RUN_LIFECYCLE: Lifecycle[LabelRunStatus, LabelRunAction] = Lifecycle(
+    LabelRunStatus,
+    {
+        LabelRunAction.FINISH: Move(
+            frozenset({LabelRunStatus.RENDERING}),
+            LabelRunStatus.DONE,
+            "{subject} is {status}: only a run that is rendering can finish.",
+        ),
+        LabelRunAction.FAIL: Move(
+            frozenset({LabelRunStatus.RENDERING}),
+            LabelRunStatus.FAILED,
+            "{subject} is {status}: only a run that is rendering can fail.",
+        ),
+        LabelRunAction.DOWNLOAD: Move(
+            frozenset({LabelRunStatus.DONE}),
+            None,
+            "This run has no PDF: it is still rendering or it failed.",
+        ),
+    },
+    refused=RunNotFound,
+)
+
+
 class LabelRun(SQLModel, table=True):
     """A PDF of labels and packing slips, rendered in the background; staff follow its pages
     and download it when done. A first print moves its claims to label_printed at the end."""
@@ -311,7 +433,8 @@ class LabelRun(SQLModel, table=True):
     def is_live(self, now: datetime) -> bool:
         """Rendering, in a process that is still alive (its heartbeat is recent)."""
         return (
-            self.status == LabelRunStatus.RENDERING and self.heartbeat_at >= now - self.STALE_AFTER
+            LABEL_RUN_LIFECYCLE.allows(LabelRunAction.FINISH, self.status)
+            and self.heartbeat_at >= now - self.STALE_AFTER
         )
 
 
@@ -326,6 +449,26 @@ class Replacement(enum.StrEnum):
     REQUESTED = "requested"  # waits for programme staff
     APPROVED = "approved"
     DECLINED = "declined"
+
+
+class ReplacementAction(enum.StrEnum):
+    APPROVE = "approve"
+    DECLINE = "decline"
+
+
+_DECIDED = "This replacement was {status} already."
+REPLACEMENT_LIFECYCLE: Lifecycle[Replacement, ReplacementAction] = Lifecycle(
+    Replacement,
+    {
+        ReplacementAction.APPROVE: Move(
+            frozenset({Replacement.REQUESTED}), Replacement.APPROVED, _DECIDED
+        ),
+        ReplacementAction.DECLINE: Move(
+            frozenset({Replacement.REQUESTED}), Replacement.DECLINED, _DECIDED
+        ),
+    },
+    refused=ClaimLocked,
+)
 
 
 class ParcelException(SQLModel, table=True):

@@ -10,8 +10,8 @@ from core.actors import Actor
 from core.audit import record_event
 from core.db import utcnow
 from core.mail import Mail, Mailer
-from eligibility.errors import AppealClosed, AppealNotAllowed, AppealNotFound
-from eligibility.models import Appeal, AppealStatus
+from eligibility.errors import AppealNotAllowed, AppealNotFound
+from eligibility.models import APPEAL_LIFECYCLE, Appeal, AppealAction, AppealStatus
 
 MAX_APPEAL_PROJECTS = 20
 
@@ -55,9 +55,8 @@ def decide_appeal(
 ) -> Appeal:
     """Grant or deny an open appeal with a reason the maintainer will read."""
     appeal = get_appeal(session=session, appeal_id=appeal_id)
-    if appeal.status != AppealStatus.OPEN:
-        raise AppealClosed(f"This appeal was already {appeal.status}.")
-    appeal.status = (AppealStatus.GRANTED if grant else AppealStatus.DENIED).value
+    action = AppealAction.GRANT if grant else AppealAction.DENY
+    appeal.status = APPEAL_LIFECYCLE.goes_to(action, appeal.status, subject="this appeal").value
     appeal.decided_at = utcnow()
     appeal.decided_by = actor.id
     appeal.decision_reason = reason.strip()

@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
 from core.db import JSONType, UTCDateTime
+from core.lifecycle import Lifecycle, Move
+from eligibility.errors import AppealClosed
 
 
 class ProjectRoleKind(enum.StrEnum):
@@ -111,6 +113,26 @@ class AppealStatus(enum.StrEnum):
     OPEN = "open"
     GRANTED = "granted"
     DENIED = "denied"
+
+
+class AppealAction(enum.StrEnum):
+    GRANT = "grant"
+    DENY = "deny"
+
+
+_DECIDED = "This appeal was already {status}."
+APPEAL_LIFECYCLE: Lifecycle[AppealStatus, AppealAction] = Lifecycle(
+    AppealStatus,
+    {
+        AppealAction.GRANT: Move(
+            frozenset({AppealStatus.OPEN}),
+            AppealStatus.GRANTED,
+            "This appeal was already {status}.",
+        ),
+        AppealAction.DENY: Move(frozenset({AppealStatus.OPEN}), AppealStatus.DENIED, _DECIDED),
+    },
+    refused=AppealClosed,
+)
 
 
 class Appeal(SQLModel, table=True):

@@ -40,7 +40,14 @@ from core.db import utcnow
 from core.settings import Settings
 from distribution.claims.services import active_claim, items_of, shipment_of, transition_claim
 from distribution.errors import DistributionError
-from distribution.models import CLOSED_STATUSES, Claim, ClaimStatus, KeyModel, Shipment
+from distribution.models import (
+    CLAIM_LIFECYCLE,
+    CLOSED_STATUSES,
+    Claim,
+    ClaimAction,
+    KeyModel,
+    Shipment,
+)
 from distribution.shipping.fulfilment import first_shipped_at, record_delivery
 
 __all__ = ["KeyProblem"]  # raised here too; callers catch it from this module
@@ -355,14 +362,17 @@ def _standing(session: Session, maintainer: Maintainer, key: SecurityKey) -> Key
 def _activate_if_complete(session: Session, actor: Actor, maintainer: Maintainer) -> bool:
     # Only a parcel on its way or delivered can be activated: its keys are out of our hands.
     claim = active_claim(session=session, maintainer=maintainer)
-    if claim is None or claim.status not in (ClaimStatus.SHIPPED, ClaimStatus.DELIVERED):
+    if claim is None:
+        return False
+    on_its_way = CLAIM_LIFECYCLE.allows(ClaimAction.DELIVER, claim.status)
+    if not (on_its_way or CLAIM_LIFECYCLE.allows(ClaimAction.ACTIVATE, claim.status)):
         return False
     have, needed = titans_needed(session=session, maintainer=maintainer)
     if needed == 0 or have < needed:
         return False
-    if claim.status == ClaimStatus.SHIPPED:  # registering the keys proves they arrived
+    if on_its_way:  # registering the keys proves they arrived
         parcel = shipment_of(session=session, claim=claim)
         assert parcel is not None  # a shipped claim has a parcel
         record_delivery(session=session, actor=actor, reference=parcel.reference)
-    transition_claim(session, claim, ClaimStatus.ACTIVATED, actor=actor)
+    transition_claim(session, claim, ClaimAction.ACTIVATE, actor=actor)
     return True

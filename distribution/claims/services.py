@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from accounts.models import Maintainer
 from adapters.addresses import ShippingAddress
+from core import formats
 from core.actors import Actor
 from core.audit import AuditEvent, record_event
 from core.db import utcnow
@@ -39,9 +40,10 @@ from distribution.errors import (
     NotEligible,
 )
 from distribution.models import (
-    CLAIM_TRANSITIONS,
+    CLAIM_LIFECYCLE,
     CLOSED_STATUSES,
     Claim,
+    ClaimAction,
     ClaimItem,
     ClaimStatus,
     LabelRun,
@@ -163,7 +165,7 @@ def _issue(
             body=(
                 f"Hello {maintainer.greeting_name},\n\n"
                 f"Your claim code for {claim.keys_reserved} security keys:\n\n    {code}\n\n"
-                f"Redeem it with your shipping address before {_day(claim.expires_at)}:\n"
+                f"Redeem it with your shipping address before {formats.day(claim.expires_at)}:\n"
                 f"    {settings.base_url}/claim/redeem?code={code}\n\n"
                 "The code works once. Keep it to yourself.\n"
             ),
@@ -188,16 +190,16 @@ def find_claim_by_code(*, session: Session, maintainer: Maintainer, code: str) -
     if claim is None or claim.maintainer_id != maintainer.id:
         raise CodeUnknown("That code is not one we gave you. Check it against the email.")
     if claim.status == ClaimStatus.EXPIRED or (
-        claim.status == ClaimStatus.ISSUED and claim.expires_at <= utcnow()
+        CLAIM_LIFECYCLE.allows(ClaimAction.EXPIRE, claim.status) and claim.expires_at <= utcnow()
     ):
         raise CodeExpired(
-            f"That code expired on {_day(claim.expires_at)}. You can ask for a "
+            f"That code expired on {formats.day(claim.expires_at)}. You can ask for a "
             "new one if keys are left."
         )
-    if claim.status != ClaimStatus.ISSUED:
+    if not CLAIM_LIFECYCLE.allows(ClaimAction.REDEEM, claim.status):
         raise CodeUsed(
             "That code was already used"
-            + (f" on {_day(claim.redeemed_at)}." if claim.redeemed_at else ".")
+            + (f" on {formats.day(claim.redeemed_at)}." if claim.redeemed_at else ".")
             + " See My claim."
         )
     return claim
@@ -236,7 +238,7 @@ def redeem_claim(
     # redeeming one code at once (a double click reaching two servers), the second stops at
     # the spent code holding no keys, although its page answers and commits like any form's.
     with session.begin_nested():
-        transition_claim(session, claim, ClaimStatus.REDEEMED, actor=actor)
+        transition_claim(session, claim, ClaimAction.REDEEM, actor=actor)
         stock.allocate(session=session, items=chosen, reserved=claim.keys_reserved)
     claim.redeemed_at = utcnow()
     claim.keys_reserved = 0
@@ -299,11 +301,10 @@ def change_address(
     it again to the corrected address (a new parcel, back in the queue)."""
     claim = get_claim(session=session, maintainer=maintainer, claim_id=claim_id)
     shipment = shipment_of(session=session, claim=claim)
-    if shipment is None or claim.status not in (ClaimStatus.REDEEMED, ClaimStatus.RETURNED):
-        raise ClaimLocked(
-            "The label is printed already, so the address can no longer change. "
-            "If it is wrong, write to us at once."
-        )
+    to = CLAIM_LIFECYCLE.goes_to(
+        ClaimAction.CHANGE_ADDRESS, claim.status, subject=f"claim {claim.id}"
+    )
+    assert shipment is not None  # a redeemed claim has a parcel
     run = session.get(LabelRun, claim.label_run_id) if claim.label_run_id else None
     if run is not None and run.is_live(utcnow()):
         raise ClaimLocked(
@@ -311,7 +312,7 @@ def change_address(
             "was printed by then, write to us at once."
         )
     before = shipment.country
-    if claim.status == ClaimStatus.RETURNED:
+    if to != claim.status:  # it came back: a new parcel, back in the queue
         shipment = _reship(session, claim, shipment, actor=actor)
     shipment.country = recipient.address.country_code
     shipment.address = dict(recipient.address.fields)
@@ -349,7 +350,7 @@ def _reship(session: Session, claim: Claim, returned: Shipment, *, actor: Actor)
         purpose=ShipmentPurpose.RESHIP.value,
     )
     session.add(parcel)
-    transition_claim(session, claim, ClaimStatus.REDEEMED, actor=actor)
+    transition_claim(session, claim, ClaimAction.CHANGE_ADDRESS, actor=actor)
     return parcel
 
 
@@ -375,7 +376,7 @@ def cancel_claim(
         reserved=claim.keys_reserved,
         allocated=parcel.items if parcel and claim.status != ClaimStatus.ISSUED else {},
     )
-    transition_claim(session, claim, ClaimStatus.CANCELLED, actor=actor)
+    transition_claim(session, claim, ClaimAction.CANCEL, actor=actor)
     claim.keys_reserved = 0
     claim.closed_at = utcnow()
     session.flush()
@@ -386,7 +387,7 @@ def cancel_claim(
 def cancellable(*, session: Session, claim: Claim) -> bool:
     """Until its parcel ships (or while a returned one waits), unless keys reached the
     maintainer before (a replacement for a damaged key is not given up by cancelling)."""
-    return ClaimStatus.CANCELLED in CLAIM_TRANSITIONS[ClaimStatus(claim.status)] and not any(
+    return CLAIM_LIFECYCLE.allows(ClaimAction.CANCEL, claim.status) and not any(
         parcel.delivered_at for parcel in shipments_of(session=session, claim=claim)
     )
 
@@ -398,12 +399,15 @@ def expire_claims(
     now = now or utcnow()
     due = session.exec(
         select(Claim)
-        .where(Claim.status == ClaimStatus.ISSUED.value, Claim.expires_at <= now)
+        .where(
+            col(Claim.status).in_(CLAIM_LIFECYCLE.statuses_allowing(ClaimAction.EXPIRE)),
+            Claim.expires_at <= now,
+        )
         .with_for_update(skip_locked=True)
     ).all()
     for claim in due:
         stock.release(session=session, reserved=claim.keys_reserved)
-        transition_claim(session, claim, ClaimStatus.EXPIRED, actor=Actor.system("expire"))
+        transition_claim(session, claim, ClaimAction.EXPIRE, actor=Actor.system("expire"))
         claim.keys_reserved = 0
         claim.closed_at = now
     session.flush()
@@ -503,11 +507,17 @@ def shipments_of(*, session: Session, claim: Claim) -> list[Shipment]:
     )
 
 
-def transition_claim(session: Session, claim: Claim, to: ClaimStatus, *, actor: Actor) -> None:
-    """Move a claim along the life of a claim; only one of two racing requests can."""
+def transition_claim(
+    session: Session, claim: Claim, action: ClaimAction, *, actor: Actor, subject: str = ""
+) -> None:
+    """Apply ``action`` to a claim (``CLAIM_LIFECYCLE``): refused in the table's words when its
+    status does not allow it; of two racing requests only one moves it, and the other is told
+    what happened. ``subject`` names the claim in those sentences ("parcel SK…")."""
+    subject = subject or f"claim {claim.id}"
     before = ClaimStatus(claim.status)
-    if to not in CLAIM_TRANSITIONS[before]:
-        raise ClaimLocked(f"A claim that is {before.value} cannot become {to.value}.")
+    to = CLAIM_LIFECYCLE.goes_to(action, before, subject=subject)
+    if to == before:
+        return
     # Reports time activation from the first time, not from a re-activation after a replacement.
     activated_at = utcnow() if to == ClaimStatus.ACTIVATED else None
     activated_at = claim.activated_at or activated_at
@@ -517,7 +527,8 @@ def transition_claim(session: Session, claim: Claim, to: ClaimStatus, *, actor: 
         .values(status=to.value, activated_at=activated_at)
     )
     if moved.rowcount != 1:  # type: ignore[attr-defined]
-        raise CodeUsed("That claim changed a moment ago. Reload the page.")
+        now = session.exec(select(Claim.status).where(Claim.id == claim.id)).one()
+        raise CLAIM_LIFECYCLE.lost_race(action, now, subject=subject)
     claim.status = to.value
     claim.activated_at = activated_at
     record_event(
@@ -537,10 +548,6 @@ def new_shipment_reference() -> str:
 
 def _items_text(items: Mapping[str, int]) -> str:
     return ", ".join(f"{n} × {sku}" for sku, n in sorted(items.items()))
-
-
-def _day(moment: datetime) -> str:
-    return f"{moment.day} {moment:%B %Y}"
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from eligibility.forms import (
     AppealDecisionForm,
     CountryForm,
 )
+from eligibility.models import APPEAL_LIFECYCLE
 from web.forms import form_status
 from web.security import limiter
 
@@ -94,6 +95,7 @@ def appeal_review(appeal_id: int) -> ResponseReturnValue:
     return render_template(
         "eligibility/appeal_review.html",
         appeal=appeal,
+        actions=APPEAL_LIFECYCLE.actions(appeal.status),
         maintainer=maintainer,
         decision=decision,
         form=form,

@@ -17,6 +17,7 @@ from core.db import get_session
 from core.settings import get_settings
 from distribution.claims import services as claims
 from distribution.claims.decision import decide
+from distribution.models import CLAIM_LIFECYCLE
 from distribution.shipping import exceptions, fulfilment
 from distribution.stock import services as stock
 
@@ -34,6 +35,7 @@ def my_claim() -> ResponseReturnValue:
     return render_template(
         "distribution/my_claim.html",
         claim=claim,
+        actions=CLAIM_LIFECYCLE.actions(claim.status) if claim else frozenset(),
         timeline=claims.timeline(session=session, claim=claim) if claim else [],
         items=claims.items_of(session=session, claim=claim) if claim else {},
         shipment=claims.shipment_of(session=session, claim=claim) if claim else None,

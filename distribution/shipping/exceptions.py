@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from sqlmodel import Session, col, select
 
 from accounts.models import Maintainer
+from core import formats
 from core.actors import Actor
 from core.audit import record_event
 from core.db import utcnow
@@ -32,11 +33,14 @@ from core.settings import Settings
 from distribution.claims.services import new_shipment_reference, shipment_of, transition_claim
 from distribution.errors import ClaimLocked, InvalidShipping, NoKeysLeft, ParcelNotFound
 from distribution.models import (
+    CLAIM_LIFECYCLE,
+    REPLACEMENT_LIFECYCLE,
     Claim,
-    ClaimStatus,
+    ClaimAction,
     ExceptionKind,
     ParcelException,
     Replacement,
+    ReplacementAction,
     Shipment,
     ShipmentPurpose,
 )
@@ -76,8 +80,7 @@ def mark_returned(
 ) -> ParcelException:
     """The carrier brought the parcel back: keys on hand again, held for the claim, and the
     maintainer asked to correct the address."""
-    claim, shipment = _shipped_parcel(session, reference)
-    transition_claim(session, claim, ClaimStatus.RETURNED, actor=actor)
+    claim, shipment = _shipped_parcel(session, actor, reference, ClaimAction.MARK_RETURNED)
     stock.take_back(
         session=session, actor=actor, items=shipment.items, reference=shipment.reference
     )
@@ -110,8 +113,7 @@ def mark_lost(
 ) -> ParcelException:
     """The parcel is lost in transit: written off with the reason, a replacement requested."""
     reason = _reason(reason, "Say why the parcel counts as lost (the carrier's answer, say).")
-    claim, shipment = _shipped_parcel(session, reference)
-    transition_claim(session, claim, ClaimStatus.LOST, actor=actor)
+    claim, shipment = _shipped_parcel(session, actor, reference, ClaimAction.MARK_LOST)
     [exception] = _record(
         session,
         actor,
@@ -148,11 +150,7 @@ def report_damaged(
         select(Claim).where(Claim.id == claim.id).with_for_update(),
         execution_options={"populate_existing": True},
     ).one()
-    if claim.status not in (ClaimStatus.DELIVERED, ClaimStatus.ACTIVATED):
-        raise ClaimLocked(
-            f"Claim {claim.id} is {claim.status.replace('_', ' ')}: a damaged key is reported "
-            "once its newest parcel is delivered (record the delivery first)."
-        )
+    CLAIM_LIFECYCLE.goes_to(ClaimAction.REPORT_DAMAGED, claim.status, subject=f"claim {claim.id}")
     if shipment.delivered_at is None:
         raise ClaimLocked(
             f"Parcel {shipment.reference} was never delivered: report a damaged key on the "
@@ -208,7 +206,7 @@ def damage_reportable(*, session: Session, claim: Claim, shipment: Shipment) -> 
     parcel was delivered, the claim has nothing on its way, and an address is left to send a
     replacement to."""
     if (
-        claim.status not in (ClaimStatus.DELIVERED, ClaimStatus.ACTIVATED)
+        not CLAIM_LIFECYCLE.allows(ClaimAction.REPORT_DAMAGED, claim.status)
         or shipment.delivered_at is None
         or _newest(session, claim).personal_data_erased_at is not None
     ):
@@ -228,7 +226,7 @@ def approve_replacement(
     """Programme staff approve a replacement: new stock is allocated and a new parcel joins the
     queue, to the claim's newest address. Every report of the claim waiting for a decision is
     approved with it, and its keys travel in that parcel."""
-    reports, claim = _requested(session, exception_id)
+    reports, claim = _requested(session, exception_id, ReplacementAction.APPROVE)
     lost = _newest(session, claim)
     _refuse_erased(lost)
     items = _together(replacement_items(e, shipment) for e, shipment in reports)
@@ -256,10 +254,10 @@ def approve_replacement(
     )
     session.add(parcel)
     session.flush()
-    transition_claim(session, claim, ClaimStatus.REDEEMED, actor=actor)
+    transition_claim(session, claim, ClaimAction.SEND_REPLACEMENT, actor=actor)
     for exception, _shipment in reports:
         exception.replacement_shipment_id = parcel.id
-        _decide(session, actor, exception, Replacement.APPROVED, note)
+        _decide(session, actor, exception, ReplacementAction.APPROVE, note)
     burn_down.alert_if_low(session=session, mailer=mailer, settings=settings)
     _tell(
         session,
@@ -281,9 +279,9 @@ def decline_replacement(
     """Programme staff decline a replacement (every report of the claim waiting for a
     decision), with the reason the maintainer is told."""
     note = _reason(note, "Say why the replacement is declined: the maintainer is told.")
-    reports, claim = _requested(session, exception_id)
+    reports, claim = _requested(session, exception_id, ReplacementAction.DECLINE)
     for exception, _shipment in reports:
-        _decide(session, actor, exception, Replacement.DECLINED, note)
+        _decide(session, actor, exception, ReplacementAction.DECLINE, note)
     _tell(
         session,
         mailer,
@@ -314,7 +312,7 @@ def open_replacements(*, session: Session) -> list[OpenReplacement]:
         select(ParcelException, Claim, Shipment)
         .join(Claim, col(Claim.id) == ParcelException.claim_id)
         .join(Shipment, col(Shipment.id) == ParcelException.shipment_id)
-        .where(ParcelException.replacement == Replacement.REQUESTED.value)
+        .where(col(ParcelException.replacement).in_(_UNDECIDED))
         .order_by(col(ParcelException.id))
     ).all()
     claims: dict[int, Claim] = {}
@@ -345,13 +343,12 @@ def exceptions_of(*, session: Session, claim: Claim) -> list[ParcelException]:
     )
 
 
-def _shipped_parcel(session: Session, reference: str) -> tuple[Claim, Shipment]:
+def _shipped_parcel(
+    session: Session, actor: Actor, reference: str, action: ClaimAction
+) -> tuple[Claim, Shipment]:
+    """The parcel on its way, moved by ``action`` (returned or lost)."""
     claim, shipment = find_current_parcel(session=session, reference=reference)
-    if claim.status != ClaimStatus.SHIPPED:
-        raise ClaimLocked(
-            f"Parcel {shipment.reference} is {claim.status.replace('_', ' ')}: only a parcel "
-            "on its way can come back or be lost."
-        )
+    transition_claim(session, claim, action, actor=actor, subject=f"parcel {shipment.reference}")
     return claim, shipment
 
 
@@ -360,7 +357,7 @@ def _refuse_erased(shipment: Shipment) -> None:
     if shipment.personal_data_erased_at is not None:
         raise ClaimLocked(
             f"The address of parcel {shipment.reference} was erased on "
-            f"{shipment.personal_data_erased_at:%-d %B %Y} under the retention policy, so no "
+            f"{formats.day(shipment.personal_data_erased_at)} under the retention policy, so no "
             "replacement can be sent to it."
         )
 
@@ -371,15 +368,18 @@ def _newest(session: Session, claim: Claim) -> Shipment:
     return shipment
 
 
+# Replacements waiting for programme staff's decision.
+_UNDECIDED = REPLACEMENT_LIFECYCLE.statuses_allowing(ReplacementAction.APPROVE)
+
+
 def _requested(
-    session: Session, exception_id: int
+    session: Session, exception_id: int, action: ReplacementAction
 ) -> tuple[list[tuple[ParcelException, Shipment]], Claim]:
     """The reports of the claim that wait for a decision (the given one among them)."""
     exception = session.get(ParcelException, exception_id)
     if exception is None:
         raise ParcelNotFound("There is no such replacement request.")
-    if exception.replacement != Replacement.REQUESTED:
-        raise ClaimLocked(f"This replacement was {exception.replacement} already.")
+    REPLACEMENT_LIFECYCLE.goes_to(action, exception.replacement, subject="this replacement")
     claim = session.get(Claim, exception.claim_id)
     assert claim is not None  # a foreign key guarantees it
     reports = session.exec(
@@ -387,7 +387,7 @@ def _requested(
         .join(Shipment, col(Shipment.id) == ParcelException.shipment_id)
         .where(
             ParcelException.claim_id == claim.id,
-            ParcelException.replacement == Replacement.REQUESTED.value,
+            col(ParcelException.replacement).in_(_UNDECIDED),
         )
         .order_by(col(ParcelException.id))
     ).all()
@@ -445,10 +445,11 @@ def _decide(
     session: Session,
     actor: Actor,
     exception: ParcelException,
-    decision: Replacement,
+    action: ReplacementAction,
     note: str,
 ) -> None:
     before = exception.replacement
+    decision = REPLACEMENT_LIFECYCLE.goes_to(action, before, subject="this replacement")
     exception.replacement, exception.decision_note = decision.value, note.strip()[:1000]
     exception.decided_at, exception.decided_by = utcnow(), actor.label
     session.flush()

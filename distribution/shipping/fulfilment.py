@@ -26,8 +26,10 @@ from core.settings import Settings
 from distribution.claims.services import new_shipment_reference, transition_claim
 from distribution.errors import ClaimLocked, InvalidShipping, ParcelNotFound
 from distribution.models import (
+    CLAIM_LIFECYCLE,
     TRACKING_NUMBER_MAX_LENGTH,
     Claim,
+    ClaimAction,
     ClaimStatus,
     KeyModel,
     LabelRun,
@@ -115,7 +117,8 @@ def label_queue(*, session: Session, base_url: str, wanted: QueueFilter = QueueF
         ).all()
         if run.is_live(now)
     }
-    waiting = _parcels(session, base_url, col(Claim.status) == ClaimStatus.REDEEMED.value)
+    printable = CLAIM_LIFECYCLE.statuses_allowing(ClaimAction.PRINT_LABEL)
+    waiting = _parcels(session, base_url, col(Claim.status).in_(printable))
     free = [(claim, parcel) for claim, parcel in waiting if claim.label_run_id not in live_runs]
     parcels = [parcel for _claim, parcel in free]
     return Queue(
@@ -240,13 +243,10 @@ def ship_parcel(
 ) -> Shipment:
     """The parcel left: the ledger loses its keys and the maintainer gets a tracking link."""
     claim, shipment = find_current_parcel(session=session, reference=reference)
-    if claim.status != ClaimStatus.LABEL_PRINTED:
-        raise ClaimLocked(
-            f"Parcel {shipment.reference} is {_status(claim)}: only a parcel "
-            "with a printed label can be shipped."
-        )
+    parcel = f"parcel {shipment.reference}"
+    CLAIM_LIFECYCLE.goes_to(ClaimAction.SHIP, claim.status, subject=parcel)
     carrier, tracking_number = checked_carrier(settings, carrier, tracking_number)
-    transition_claim(session, claim, ClaimStatus.SHIPPED, actor=actor)
+    transition_claim(session, claim, ClaimAction.SHIP, actor=actor, subject=parcel)
     stock.ship(session=session, actor=actor, items=shipment.items, reference=shipment.reference)
     shipment.carrier, shipment.tracking_number = carrier, tracking_number
     shipment.shipped_at = utcnow()
@@ -304,14 +304,16 @@ def record_delivery(
     problem = _delivery_problem(claim, shipment, when)
     if problem:
         raise ClaimLocked(f"Parcel {shipment.reference}: {problem}.")
-    transition_claim(session, claim, ClaimStatus.DELIVERED, actor=actor)
+    transition_claim(
+        session, claim, ClaimAction.DELIVER, actor=actor, subject=f"parcel {shipment.reference}"
+    )
     shipment.delivered_at = when
     session.flush()
     return shipment
 
 
 def _delivery_problem(claim: Claim, shipment: Shipment, when: datetime) -> str:
-    if claim.status != ClaimStatus.SHIPPED:
+    if not CLAIM_LIFECYCLE.allows(ClaimAction.DELIVER, claim.status):
         return f"the parcel is {_status(claim)}, not on its way"
     if when > utcnow() + timedelta(minutes=5):
         return "the delivery time is in the future"
@@ -324,14 +326,11 @@ def void_label(*, session: Session, actor: Actor, reference: str, reason: str) -
     """A printed label is void (misprinted, torn, wrong printer): the parcel goes back to the
     queue under a new reference, so the old label can never be scanned by mistake."""
     claim, shipment = find_current_parcel(session=session, reference=reference)
-    if claim.status != ClaimStatus.LABEL_PRINTED:
-        raise ClaimLocked(
-            f"Parcel {shipment.reference} is {_status(claim)}: only a printed label that has "
-            "not shipped can be voided."
-        )
+    parcel = f"parcel {shipment.reference}"
+    CLAIM_LIFECYCLE.goes_to(ClaimAction.VOID_LABEL, claim.status, subject=parcel)
     if len(reason.strip()) < 3:
         raise InvalidShipping("Say why the label is void (a few words).")
-    transition_claim(session, claim, ClaimStatus.REDEEMED, actor=actor)
+    transition_claim(session, claim, ClaimAction.VOID_LABEL, actor=actor, subject=parcel)
     before, shipment.reference = shipment.reference, new_shipment_reference()
     session.flush()
     record_event(
@@ -413,7 +412,7 @@ def read_manifest(*, session: Session, settings: Settings, text: str) -> list[Ma
             except (ParcelNotFound, ClaimLocked) as missing:
                 problem = missing.message
             else:
-                if claim.status != ClaimStatus.LABEL_PRINTED:
+                if not CLAIM_LIFECYCLE.allows(ClaimAction.SHIP, claim.status):
                     problem = f"the parcel is {_status(claim)}, not waiting to ship"
         seen.add(reference)
         carrier = settings.carrier_named(carrier) or carrier

@@ -19,13 +19,23 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from core import formats
 from core.actors import Actor, ActorKind
 from core.audit import record_event
 from core.db import Database, utcnow
 from core.settings import Settings
 from distribution.claims.services import transition_claim
 from distribution.errors import ClaimLocked, PersonalDataErased, RunNotFound
-from distribution.models import Claim, ClaimStatus, LabelRun, LabelRunStatus, Shipment
+from distribution.models import (
+    CLAIM_LIFECYCLE,
+    LABEL_RUN_LIFECYCLE,
+    Claim,
+    ClaimAction,
+    ClaimStatus,
+    LabelRun,
+    LabelRunAction,
+    Shipment,
+)
 from distribution.shipping.fulfilment import QueuedParcel, current_shipments, parcels_of_claims
 from distribution.shipping.labels import LabelSettings, Layout, page_count, render_run
 
@@ -46,7 +56,9 @@ class RunView:
     @property
     def interrupted(self) -> bool:
         """The process rendering it died: its claims are back in the queue."""
-        return self.run.status == LabelRunStatus.RENDERING and not self.rendering
+        return LABEL_RUN_LIFECYCLE.allows(LabelRunAction.FINISH, self.run.status) and not (
+            self.rendering
+        )
 
 
 def start_run(
@@ -107,20 +119,20 @@ def _refuse_erased(session: Session, claim_ids: list[int]) -> None:
     if erased is not None and erased.personal_data_erased_at is not None:
         raise ClaimLocked(
             f"Parcel {erased.reference} cannot be printed: its address was erased on "
-            f"{erased.personal_data_erased_at:%-d %B %Y} under the retention policy."
+            f"{formats.day(erased.personal_data_erased_at)} under the retention policy."
         )
 
 
 def _take_claims(session: Session, run: LabelRun, now: datetime) -> int:
     stale = select(LabelRun.id).where(
-        LabelRun.status == LabelRunStatus.RENDERING.value,
+        col(LabelRun.status).in_(LABEL_RUN_LIFECYCLE.statuses_allowing(LabelRunAction.FINISH)),
         col(LabelRun.heartbeat_at) < now - LabelRun.STALE_AFTER,
     )
     taken = session.execute(
         sa.update(Claim)
         .where(
             col(Claim.id).in_(run.claim_ids),
-            col(Claim.status) == ClaimStatus.REDEEMED.value,
+            col(Claim.status).in_(CLAIM_LIFECYCLE.statuses_allowing(ClaimAction.PRINT_LABEL)),
             sa.or_(col(Claim.label_run_id).is_(None), col(Claim.label_run_id).in_(stale)),
         )
         .values(label_run_id=run.id)
@@ -169,10 +181,10 @@ def run_pdf(*, session: Session, actor: Actor, run_id: int) -> tuple[LabelRun, b
     run = get_run(session=session, run_id=run_id).run
     if run.pdf_erased_at is not None:
         raise PersonalDataErased(
-            f"This run's PDF was erased on {run.pdf_erased_at:%-d %B %Y} under the retention "
+            f"This run's PDF was erased on {formats.day(run.pdf_erased_at)} under the retention "
             "policy: its labels held addresses. Print a label that is still needed again."
         )
-    if run.status != LabelRunStatus.DONE or run.pdf is None:
+    if run.pdf is None or not LABEL_RUN_LIFECYCLE.allows(LabelRunAction.DOWNLOAD, run.status):
         raise RunNotFound("This run has no PDF: it is still rendering or it failed.")
     record_event(
         session=session,
@@ -235,11 +247,12 @@ def finish_run(
     if not run.reprint:
         held = session.exec(
             select(Claim).where(
-                Claim.label_run_id == run.id, Claim.status == ClaimStatus.REDEEMED.value
+                Claim.label_run_id == run.id,
+                col(Claim.status).in_(CLAIM_LIFECYCLE.statuses_allowing(ClaimAction.PRINT_LABEL)),
             )
         ).all()
         for claim in held:
-            transition_claim(session, claim, ClaimStatus.LABEL_PRINTED, actor=actor)
+            transition_claim(session, claim, ClaimAction.PRINT_LABEL, actor=actor)
             claim.label_run_id = None
             printed.add(claim.id or 0)
         _release_claims(session, run.id or 0)
@@ -247,7 +260,8 @@ def finish_run(
         printed = _still_printed(session, parcels)
     run.skipped = [p.label.reference for p in parcels if p.claim_id not in printed]
     run.printed = len(printed)
-    run.pdf, run.status = pdf, LabelRunStatus.DONE.value
+    done = LABEL_RUN_LIFECYCLE.goes_to(LabelRunAction.FINISH, run.status, subject=f"run {run.id}")
+    run.pdf, run.status = pdf, done.value
     run.pages_done = run.pages_total  # counted when the run started, confirmed as it rendered
     run.finished_at = run.heartbeat_at = utcnow()
     session.flush()
@@ -279,7 +293,7 @@ def _still_printed(session: Session, parcels: Sequence[QueuedParcel]) -> set[int
             .where(
                 col(Shipment.reference).in_(references),
                 col(Shipment.id).in_(current_shipments()),
-                Claim.status == ClaimStatus.LABEL_PRINTED.value,
+                col(Claim.status).in_(CLAIM_LIFECYCLE.statuses_allowing(ClaimAction.SHIP)),
             )
         ).all()
     )
@@ -289,7 +303,8 @@ def _fail(session: Session, run_id: int, message: str) -> None:
     run = session.get(LabelRun, run_id)
     if run is None:
         return
-    run.status, run.error = LabelRunStatus.FAILED.value, message[:1000]
+    failed = LABEL_RUN_LIFECYCLE.goes_to(LabelRunAction.FAIL, run.status, subject=f"run {run_id}")
+    run.status, run.error = failed.value, message[:1000]
     run.finished_at = utcnow()
     _release_claims(session, run_id)
     record_event(

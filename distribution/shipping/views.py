@@ -39,7 +39,7 @@ from distribution.errors import (
     NoKeysLeft,
     ParcelNotFound,
 )
-from distribution.models import ClaimStatus, LabelRun, Shipment
+from distribution.models import CLAIM_LIFECYCLE, ClaimStatus, LabelRun, Shipment
 from distribution.shipping import exceptions, fulfilment, label_runs
 from distribution.shipping.forms import (
     DamagedKeyForm,
@@ -297,6 +297,7 @@ def _render_parcel(reference: str, **given: FlaskForm) -> str:
     return render_template(
         "distribution/parcel.html",
         claim=claim,
+        actions=CLAIM_LIFECYCLE.actions(claim.status),
         shipment=shipment,
         current=claims.shipment_of(session=session, claim=claim),
         parcels=claims.shipments_of(session=session, claim=claim),

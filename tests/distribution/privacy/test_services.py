@@ -19,7 +19,7 @@ from distribution.claims import services as claims
 from distribution.errors import ClaimLocked, PersonalDataErased
 from distribution.models import (
     Claim,
-    ClaimStatus,
+    ClaimAction,
     LabelRun,
     ParcelException,
     StockMovement,
@@ -83,7 +83,7 @@ def deliver(session, reference):
 
 def activate(session, claim_id):
     claims.transition_claim(
-        session, session.get(Claim, claim_id), ClaimStatus.ACTIVATED, actor=ACTOR
+        session, session.get(Claim, claim_id), ClaimAction.ACTIVATE, actor=ACTOR
     )
 
 

@@ -15,7 +15,7 @@ from core.countries import country_name
 from core.db import utcnow
 from core.mail import OutboxMailer
 from distribution.claims import services as claims
-from distribution.models import ClaimStatus, MovementKind, Shipment, StockMovement
+from distribution.models import ClaimAction, MovementKind, Shipment, StockMovement
 from distribution.reports import services as reports
 from distribution.reports import transparency
 from distribution.shipping import exceptions, fulfilment
@@ -51,7 +51,7 @@ def programme(session, settings):
     delivered, _in_transit, returned, lost = parcels
     fulfilment.record_delivery(session=session, actor=ACTOR, reference=delivered.reference)
     claims.transition_claim(
-        session, session.get(claims.Claim, delivered.claim_id), ClaimStatus.ACTIVATED, actor=ACTOR
+        session, session.get(claims.Claim, delivered.claim_id), ClaimAction.ACTIVATE, actor=ACTOR
     )
     exceptions.mark_returned(
         session=session,

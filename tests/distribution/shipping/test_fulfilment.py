@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from sqlmodel import select
+import sqlalchemy as sa
+from sqlmodel import col, select
 
 from core.audit import AuditEvent
 from core.mail import OutboxMailer, OutboxMessage
@@ -201,3 +202,26 @@ def test_a_delivery_line_naming_no_parcel_is_a_bad_line_whatever_its_length(
         f"No parcel has the reference {'SK' + 'X' * 38!r}.",
         "the parcel is redeemed, not on its way",
     ]
+
+
+def test_the_desk_that_loses_a_race_to_ship_a_parcel_is_told_it_left(session, settings, parcels):
+    """Two desks scan the same parcel at once: the second read it as printed before the first
+    committed. It is told what happened, not that a code was used, and ships nothing twice."""
+    print_labels(session, settings, [parcels[0].claim_id])
+    claim = session.get(Claim, parcels[0].claim_id)
+    assert claim.status == "label_printed"  # as the second desk read it
+    # The first desk ships it; this session still holds the claim as printed.
+    session.execute(
+        sa.update(Claim).where(col(Claim.id) == claim.id).values(status="shipped"),
+        execution_options={"synchronize_session": False},
+    )
+    before = stock.stock_figures(session=session)
+
+    with pytest.raises(ClaimLocked) as refused:
+        ship(session, settings, parcels[0].reference)
+
+    assert refused.value.message == (
+        f"Parcel {parcels[0].reference} was shipped a moment ago by someone else. Reload the page."
+    )
+    after = stock.stock_figures(session=session)
+    assert (after.on_hand, after.allocated) == (before.on_hand, before.allocated)
