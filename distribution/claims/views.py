@@ -39,6 +39,7 @@ from core.settings import get_settings
 from distribution.claims import services as claims
 from distribution.claims.decision import decide
 from distribution.claims.forms import RedemptionForm, ShippingForm, shipping_form_for
+from distribution.claims.pages import redemption_page
 from distribution.errors import (
     AlreadyClaimed,
     ClaimLocked,
@@ -49,7 +50,6 @@ from distribution.errors import (
     InvalidChoice,
     NoKeysLeft,
 )
-from distribution.stock import services as stock
 from eligibility import appeals
 from eligibility.forms import (
     AppealDecisionForm,
@@ -148,9 +148,9 @@ def get_code() -> ResponseReturnValue:
 def redeem() -> ResponseReturnValue:
     session, settings, maintainer = get_session(), get_settings(), current_maintainer()
     country = _country()
-    models = stock.key_models(session=session)
+    page = redemption_page(session=session, settings=settings, country=country)
     form_class = shipping_form_for(
-        RedemptionForm, country=country, models=models, allowance=settings.keys_per_maintainer
+        RedemptionForm, country=country, models=page.models, allowance=page.allowance
     )
     form = cast(
         RedemptionForm,
@@ -194,16 +194,7 @@ def redeem() -> ResponseReturnValue:
                 "success",
             )
             return redirect(url_for("journey.my_claim"))
-    figures = stock.stock_figures(session=session)
-    return render_template(
-        "distribution/redeem.html",
-        form=form,
-        country=country,
-        countries=served_choices(settings.countries),
-        models=models,
-        available={m.sku: figures.available_of(m.sku) for m in models},
-        allowance=settings.keys_per_maintainer,
-    ), status
+    return render_template("distribution/redeem.html", form=form, **vars(page)), status
 
 
 @bp.route("/claim/<int:claim_id>/address", methods=["GET", "POST"])
