@@ -31,7 +31,7 @@ from sqlmodel import Session, col, select
 
 from accounts import security_keys
 from accounts.models import KeyOutcome, Maintainer, SecurityKey
-from accounts.security_keys import KeyProblem
+from accounts.security_keys import KeyNotFound, KeyProblem
 from accounts.services import find_maintainer_by_email, record_sign_in
 from adapters import webauthn
 from core.actors import Actor
@@ -39,7 +39,6 @@ from core.audit import record_event
 from core.db import utcnow
 from core.settings import Settings
 from distribution.claims.services import active_claim, items_of, shipment_of, transition_claim
-from distribution.errors import DistributionError
 from distribution.models import (
     CLAIM_LIFECYCLE,
     CLOSED_STATUSES,
@@ -54,11 +53,6 @@ __all__ = ["KeyProblem"]  # raised here too; callers catch it from this module
 
 REGISTER = "maintainer.register"
 SIGN_IN = "maintainer.sign_in"
-
-
-class KeyNotFound(DistributionError):
-    status_code = 404
-    title = "No such key"
 
 
 @dataclass(frozen=True)
