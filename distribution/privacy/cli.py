@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask.cli import with_appcontext
 
+from core import formats
 from core.actors import Actor
 from core.cli import json_option, print_report
 from core.db import get_database
@@ -27,7 +28,7 @@ def purge_personal_data_command(as_json: bool) -> None:
         summary.as_dict(),
         as_json,
         f"Erased the personal data of {summary.shipments} parcel(s) of {summary.claims} "
-        f"claim(s) settled before {summary.cutoff:%Y-%m-%d %H:%M} UTC, and "
+        f"claim(s) settled before {formats.stamp(summary.cutoff)}, and "
         f"{summary.label_runs} label PDF(s); {summary.requests_completed} erasure request(s) "
         "completed.",
     )

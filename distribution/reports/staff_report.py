@@ -60,9 +60,9 @@ def report_charts(report: StaffReport) -> ReportCharts:
         left = max(0, round(trend.available - trend.per_day * (end - trend.days[-1].day).days))
         projection = ((trend.days[-1].day, trend.available), (end, left))
         label = (
-            f"{left:,} left at the close, {end:%-d %b %Y}"
+            f"{left:,} left at the close, {formats.short_day(end)}"
             if trend.runs_out_after_close
-            else f"at this pace, none left about {end:%-d %b %Y}"
+            else f"at this pace, none left about {formats.short_day(end)}"
         )
     if trend.runs_out_on:
         outlook = (

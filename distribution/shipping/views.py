@@ -26,6 +26,7 @@ from accounts.access import staff_required
 from accounts.forms import ConfirmForm
 from accounts.models import StaffRole
 from accounts.services import actor_for
+from core import formats
 from core.actors import Actor
 from core.after_commit import on_commit
 from core.countries import country_name
@@ -479,7 +480,7 @@ def _parcel_choices(parcels: list[fulfilment.QueuedParcel]) -> list[SelectChoice
             q.claim_id,
             f"{q.label.reference} — {q.label.recipient_lines[-1].title()}, "
             f"{q.label.key_count} key{'s' if q.label.key_count != 1 else ''}, "
-            f"waiting since {q.queued_at:%-d %b}",
+            f"waiting since {formats.short_day(q.queued_at)}",
         )
         for q in parcels
     ]
