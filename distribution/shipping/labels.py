@@ -33,7 +33,7 @@ import segno
 from barcode.codex import Code128
 from pypdf import PdfReader, PdfWriter
 
-from adapters.pdf import DataURIFetcher, FetchedResource, PdfError, render_pdf
+from adapters.pdf import PdfError, render_pdf
 from distribution.errors import DistributionError
 
 if TYPE_CHECKING:
@@ -203,15 +203,6 @@ def write_pdf(html: str, *, layout: Layout = "4x6") -> bytes:
     """Render one HTML document with the label CSS; callers normally want ``render_run``."""
     with _label_errors():
         return render_pdf(html, css=_label_css(layout))
-
-
-class LabelURLFetcher(DataURIFetcher):
-    """What a label may fetch, checkable without a render: the adapter's fetcher (``data:``
-    URIs only), refusing ``file:`` and remote URLs with ``LabelError``."""
-
-    def fetch(self, url: str, headers: dict[str, str] | None = None) -> FetchedResource:
-        with _label_errors():
-            return super().fetch(url, headers)
 
 
 @contextmanager

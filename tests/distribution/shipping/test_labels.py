@@ -24,7 +24,6 @@ from core.settings import Settings, SettingsError
 from distribution.shipping.labels import (
     LabelError,
     LabelSettings,
-    LabelURLFetcher,
     ParcelLabel,
     code128_svg,
     needs_customs,
@@ -339,16 +338,10 @@ def test_the_glyph_check_fails_without_a_cjk_font(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "http://example.org/", "https://x.test/"])
-def test_the_fetcher_refuses_files_and_the_network(url: str) -> None:
-    with pytest.raises(LabelError):
-        LabelURLFetcher().fetch(url)
+def test_a_label_refuses_files_and_the_network(url: str) -> None:
+    # The fetcher itself is tested with the adapter (tests/adapters/test_pdf.py).
     with pytest.raises(LabelError, match="refused"):
         write_pdf(f'<img src="{url}"><link rel="stylesheet" href="{url}">')
-
-
-def test_the_fetcher_reads_data_uris() -> None:
-    response = LabelURLFetcher().fetch("data:text/plain,hello")
-    assert response.read() == b"hello"
 
 
 # --- chunks and progress ----------------------------------------------------------------------
