@@ -26,7 +26,7 @@ from accounts.models import Maintainer, SignInLink, Staff, StaffRole, StaffRoleG
 from core.actors import Actor, ActorKind
 from core.audit import record_event
 from core.db import utcnow
-from core.mail import Mail, Mailer
+from core.mail import Mail, Mailer, render
 
 # werkzeug's scrypt (n=2^15, r=8, p=1): memory-hard and needs no extra dependency.
 PASSWORD_METHOD = "scrypt"  # noqa: S105 - a hash method, not a password
@@ -183,12 +183,12 @@ def request_sign_in_link(
         mail=Mail(
             recipient=maintainer.email,
             subject="Your sign-in link for the Security Key Giveaway",
-            body=(
-                f"Hello {maintainer.greeting_name},\n\n"
-                f"Sign in to the Security Key Giveaway with this link:\n\n"
-                f"    {base_url}/sign-in/link/{token}\n\n"
-                f"It works once and expires in {minutes} minutes. If you did not ask for it, "
-                f"ignore this message: nobody can sign in without the link.\n"
+            body=render(
+                "sign_in_link.txt",
+                greeting_name=maintainer.greeting_name,
+                base_url=base_url,
+                token=token,
+                minutes=minutes,
             ),
             purpose="sign_in_link",
         ),

@@ -6,6 +6,7 @@ functions are where Babel comes in, and no caller has to change."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 
@@ -54,3 +55,17 @@ def number(n: int | float) -> str:
 def _utc(moment: datetime) -> datetime:
     """``moment`` in UTC when it knows its zone (the database's always do); naive, as it is."""
     return moment.astimezone(UTC) if moment.tzinfo is not None else moment
+
+
+# Every function above by the name templates call it (``{{ claim.created_at|day }}``): the
+# filters of the pages (web.filters) and of the mail (core.mail), so both write a day alike.
+FILTERS: dict[str, Callable[..., str]] = {
+    "day": day,
+    "day_and_time": day_and_time,
+    "time_of_day": time_of_day,
+    "short_day": short_day,
+    "short_day_and_time": short_day_and_time,
+    "stamp": stamp,
+    "precise_stamp": precise_stamp,
+    "number": number,
+}

@@ -5,30 +5,40 @@ only the envelope once delivered (bodies hold single-use links, which must not o
 use); a failed delivery stays pending for ``flask --app app mail send-pending``. The outbox
 back-end, for development and demo mode only, keeps every message in the database so a
 newcomer can read it at ``/dev/outbox`` and click the link.
+
+Bodies are plain-text Jinja templates, one a message, in ``templates/mail``: a service writes
+``body=render("claim_code.txt", code=code, …)``. ``render`` needs no Flask app or request
+(mail also leaves from the CLI and background jobs), refuses a variable it was not given, and
+knows the ``core.formats`` filters (``{{ expires_at|day }}``) that pages use too.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import smtplib
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import make_msgid
+from pathlib import Path
 from typing import Protocol
 
 import click
+import jinja2
 import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from sqlmodel import Field, Session, SQLModel, select
 
+from core import formats
 from core.after_commit import on_commit
 from core.db import UTCDateTime, get_database, utcnow
 from core.settings import Settings
 
 _EXTENSION = "keys_mailer"
 _ERROR_LENGTH = 500
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "mail"
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -56,6 +66,27 @@ class Mail:
     subject: str
     body: str
     purpose: str
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=False,  # noqa: S701 - plain-text mail, never HTML
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        # A line holding only a tag or comment leaves nothing behind in the message.
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(formats.FILTERS)
+    return environment
+
+
+def render(template: str, /, **context: object) -> str:
+    """The body ``templates/mail/<template>`` writes with ``context``; a variable the
+    template uses and ``context`` lacks is an error, not an empty string."""
+    return _templates().get_template(template).render(context)
 
 
 class Mailer(Protocol):

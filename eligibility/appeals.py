@@ -9,7 +9,7 @@ from accounts.models import Maintainer
 from core.actors import Actor
 from core.audit import record_event
 from core.db import utcnow
-from core.mail import Mail, Mailer
+from core.mail import Mail, Mailer, render
 from eligibility.errors import AppealNotAllowed, AppealNotFound
 from eligibility.models import APPEAL_LIFECYCLE, Appeal, AppealAction, AppealStatus
 
@@ -76,17 +76,17 @@ def decide_appeal(
     )
     maintainer = session.get(Maintainer, appeal.maintainer_id)
     assert maintainer is not None
-    outcome = "granted: you now count as eligible" if grant else "not granted"
     mailer.send(
         session=session,
         mail=Mail(
             recipient=maintainer.email,
             subject=f"Your security key appeal was {appeal.status}",
-            body=(
-                f"Hello {maintainer.greeting_name},\n\n"
-                f"Programme staff reviewed your appeal. It was {outcome}.\n\n"
-                f"Their reason: {appeal.decision_reason}\n\n"
-                f"See your eligibility: {base_url}/eligibility\n"
+            body=render(
+                "appeal_decided.txt",
+                greeting_name=maintainer.greeting_name,
+                granted=grant,
+                reason=appeal.decision_reason,
+                base_url=base_url,
             ),
             purpose="appeal_decided",
         ),

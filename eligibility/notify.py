@@ -12,7 +12,7 @@ from core.actors import Actor
 from core.audit import record_event
 from core.countries import served_names
 from core.db import utcnow
-from core.mail import Mail, Mailer
+from core.mail import Mail, Mailer, render
 from core.settings import Settings
 from eligibility.critical import current_list
 from eligibility.models import (
@@ -69,22 +69,18 @@ def send_notices(
     """Mail each notice and remember it, so nobody is mailed twice."""
     for notice in notices:
         person = notice.maintainer
-        because = (
-            f"you maintain {', '.join(notice.projects)}, among the most downloaded projects on PyPI"
-            if notice.projects
-            else "programme staff granted your appeal"
-        )
         mailer.send(
             session=session,
             mail=Mail(
                 recipient=person.email,
                 subject="You can claim free security keys for your PyPI account",
-                body=(
-                    f"Hello {person.greeting_name},\n\n"
-                    f"You are eligible for {settings.keys_per_maintainer} free Google Titan "
-                    f"security keys because {because}.\n\n"
-                    f"We ship to {served_names(settings.countries)}. Sign in to claim them:\n"
-                    f"    {settings.base_url}/sign-in\n"
+                body=render(
+                    "eligibility_notice.txt",
+                    greeting_name=person.greeting_name,
+                    keys=settings.keys_per_maintainer,
+                    projects=notice.projects,
+                    countries=served_names(settings.countries),
+                    base_url=settings.base_url,
                 ),
                 purpose="eligibility_notice",
             ),

@@ -23,7 +23,7 @@ from core import formats
 from core.actors import Actor
 from core.audit import AuditEvent, record_event
 from core.db import utcnow
-from core.mail import Mail, Mailer
+from core.mail import Mail, Mailer, render
 from core.settings import Settings
 from distribution.claims import codes
 from distribution.claims.decision import ReasonCode, decide
@@ -162,12 +162,13 @@ def _issue(
         mail=Mail(
             recipient=maintainer.email,
             subject="Your claim code for free security keys",
-            body=(
-                f"Hello {maintainer.greeting_name},\n\n"
-                f"Your claim code for {claim.keys_reserved} security keys:\n\n    {code}\n\n"
-                f"Redeem it with your shipping address before {formats.day(claim.expires_at)}:\n"
-                f"    {settings.base_url}/claim/redeem?code={code}\n\n"
-                "The code works once. Keep it to yourself.\n"
+            body=render(
+                "claim_code.txt",
+                greeting_name=maintainer.greeting_name,
+                keys=claim.keys_reserved,
+                code=code,
+                expires_at=claim.expires_at,
+                base_url=settings.base_url,
             ),
             purpose="claim_code",
         ),
@@ -276,12 +277,12 @@ def redeem_claim(
         mail=Mail(
             recipient=maintainer.email,
             subject="We received your shipping address",
-            body=(
-                f"Hello {maintainer.greeting_name},\n\n"
-                f"Your keys ({_items_text(chosen)}) will be shipped to:\n\n"
-                + "\n".join(f"    {line}" for line in recipient.address.lines)
-                + f"\n\nYou can change the address until the label is printed, and cancel until "
-                f"the parcel ships: {settings.base_url}/claim\n"
+            body=render(
+                "claim_redeemed.txt",
+                greeting_name=maintainer.greeting_name,
+                items=_items_text(chosen),
+                address_lines=recipient.address.lines,
+                base_url=settings.base_url,
             ),
             purpose="claim_redeemed",
         ),
@@ -338,19 +339,33 @@ def change_address(
 
 def _reship(session: Session, claim: Claim, returned: Shipment, *, actor: Actor) -> Shipment:
     """A new parcel with the returned one's keys, in the queue again."""
+    parcel = follow_up_parcel(
+        session=session, after=returned, items=returned.items, purpose=ShipmentPurpose.RESHIP
+    )
+    transition_claim(session, claim, ClaimAction.CHANGE_ADDRESS, actor=actor)
+    return parcel
+
+
+def follow_up_parcel(
+    *, session: Session, after: Shipment, items: Mapping[str, int], purpose: ShipmentPurpose
+) -> Shipment:
+    """A new parcel of the same claim to the same person and address as ``after`` (a parcel
+    that came back or was lost), under a new reference."""
     parcel = Shipment(
-        claim_id=claim.id,  # type: ignore[arg-type]
+        claim_id=after.claim_id,
         reference=new_shipment_reference(),
         idempotency_key=secrets.token_urlsafe(24),
         created_at=utcnow(),
-        country=returned.country,
-        recipient_name=returned.recipient_name,
-        phone=returned.phone,
-        items=dict(returned.items),
-        purpose=ShipmentPurpose.RESHIP.value,
+        country=after.country,
+        recipient_name=after.recipient_name,
+        recipient_name_local=after.recipient_name_local,
+        phone=after.phone,
+        address=dict(after.address),
+        address_lines=list(after.address_lines),
+        items=dict(items),
+        purpose=purpose.value,
     )
     session.add(parcel)
-    transition_claim(session, claim, ClaimAction.CHANGE_ADDRESS, actor=actor)
     return parcel
 
 

@@ -16,7 +16,6 @@ and travels in one parcel. Every step is audited and shown on the maintainer's c
 
 from __future__ import annotations
 
-import secrets
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,9 +27,9 @@ from core import formats
 from core.actors import Actor
 from core.audit import record_event
 from core.db import utcnow
-from core.mail import Mail, Mailer
+from core.mail import Mail, Mailer, render
 from core.settings import Settings
-from distribution.claims.services import new_shipment_reference, shipment_of, transition_claim
+from distribution.claims.services import follow_up_parcel, shipment_of, transition_claim
 from distribution.errors import ClaimLocked, InvalidShipping, NoKeysLeft, ParcelNotFound
 from distribution.models import (
     CLAIM_LIFECYCLE,
@@ -98,12 +97,11 @@ def mark_returned(
         mailer,
         claim,
         subject="Your parcel came back to us: please check your address",
-        body=(
-            f"Your parcel {shipment.reference} was returned to us by the carrier"
-            + (f" ({note.strip()})" if note.strip() else "")
-            + ".\n\nYour keys are kept for you. Please check and correct your address, and we "
-            f"will send them again:\n    {settings.base_url}/claim/{claim.id}/address\n"
-        ),
+        template="parcel_exception_returned.txt",
+        reference=shipment.reference,
+        note=note.strip(),
+        claim_id=claim.id,
+        base_url=settings.base_url,
     )
     return exception
 
@@ -128,11 +126,8 @@ def mark_lost(
         mailer,
         claim,
         subject="Your parcel is lost: we are arranging a replacement",
-        body=(
-            f"The carrier could not deliver your parcel {shipment.reference}, and it is lost. "
-            "We are sorry. Programme staff will approve a replacement shortly, and we will "
-            "write again when it is on its way.\n"
-        ),
+        template="parcel_exception_lost.txt",
+        reference=shipment.reference,
     )
     return exception
 
@@ -238,21 +233,9 @@ def approve_replacement(
             f"There are not enough keys available for the replacement ({wanted}). Receive "
             "stock, or wait until keys come free, then approve again."
         ) from None
-    parcel = Shipment(
-        claim_id=claim.id,  # type: ignore[arg-type]
-        reference=new_shipment_reference(),
-        idempotency_key=secrets.token_urlsafe(24),
-        created_at=utcnow(),
-        country=lost.country,
-        recipient_name=lost.recipient_name,
-        recipient_name_local=lost.recipient_name_local,
-        phone=lost.phone,
-        address=dict(lost.address),
-        address_lines=list(lost.address_lines),
-        items=items,
-        purpose=ShipmentPurpose.REPLACEMENT.value,
+    parcel = follow_up_parcel(
+        session=session, after=lost, items=items, purpose=ShipmentPurpose.REPLACEMENT
     )
-    session.add(parcel)
     session.flush()
     transition_claim(session, claim, ClaimAction.SEND_REPLACEMENT, actor=actor)
     for exception, _shipment in reports:
@@ -264,11 +247,9 @@ def approve_replacement(
         mailer,
         claim,
         subject="Your replacement keys are approved",
-        body=(
-            f"A replacement parcel ({parcel.reference}) with "
-            f"{', '.join(f'{n} × {sku}' for sku, n in sorted(items.items()))} will be shipped to "
-            "the same address. We will send you its tracking number when it leaves.\n"
-        ),
+        template="parcel_exception_replacement_approved.txt",
+        reference=parcel.reference,
+        items=", ".join(f"{n} × {sku}" for sku, n in sorted(items.items())),
     )
     return parcel
 
@@ -287,7 +268,8 @@ def decline_replacement(
         mailer,
         claim,
         subject="About your replacement keys",
-        body=f"We cannot send a replacement: {note}\n\nReply to this email with any question.\n",
+        template="parcel_exception_replacement_declined.txt",
+        reason=note,
     )
     return reports[0][0]
 
@@ -475,7 +457,17 @@ def _reason(text: str, message: str) -> str:
     return text.strip()
 
 
-def _tell(session: Session, mailer: Mailer, claim: Claim, *, subject: str, body: str) -> None:
+def _tell(
+    session: Session,
+    mailer: Mailer,
+    claim: Claim,
+    *,
+    subject: str,
+    template: str,
+    **context: object,
+) -> None:
+    """Mail the claim's maintainer about their parcel: ``template`` in ``templates/mail``,
+    which greets them by ``greeting_name``."""
     maintainer = session.get(Maintainer, claim.maintainer_id)
     assert maintainer is not None  # a foreign key guarantees it
     mailer.send(
@@ -483,7 +475,7 @@ def _tell(session: Session, mailer: Mailer, claim: Claim, *, subject: str, body:
         mail=Mail(
             recipient=maintainer.email,
             subject=subject,
-            body=f"Hello {maintainer.greeting_name},\n\n{body}",
+            body=render(template, greeting_name=maintainer.greeting_name, **context),
             purpose="parcel_exception",
         ),
     )

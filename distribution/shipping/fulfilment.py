@@ -21,7 +21,7 @@ from accounts.models import Maintainer, SecurityKey
 from core.actors import Actor
 from core.audit import AuditEvent, record_event
 from core.db import utcnow
-from core.mail import Mail, Mailer
+from core.mail import Mail, Mailer, render
 from core.settings import Settings
 from distribution.claims.services import new_shipment_reference, transition_claim
 from distribution.errors import ClaimLocked, InvalidShipping, ParcelNotFound
@@ -259,12 +259,14 @@ def ship_parcel(
         mail=Mail(
             recipient=maintainer.email,
             subject="Your security keys are on their way",
-            body=(
-                f"Hello {maintainer.greeting_name},\n\n"
-                f"Your parcel {shipment.reference} left with {shipment.carrier}, tracking number "
-                f"{shipment.tracking_number}.\n"
-                + (f"Follow it here: {link}\n" if link else "")
-                + f"\nWhen it arrives, register both keys: {settings.base_url}/claim/keys\n"
+            body=render(
+                "parcel_shipped.txt",
+                greeting_name=maintainer.greeting_name,
+                reference=shipment.reference,
+                carrier=shipment.carrier,
+                tracking_number=shipment.tracking_number,
+                tracking_link=link,
+                base_url=settings.base_url,
             ),
             purpose="parcel_shipped",
         ),

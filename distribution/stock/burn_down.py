@@ -22,7 +22,7 @@ from accounts.models import Staff, StaffRole, StaffRoleGrant
 from core.actors import Actor
 from core.audit import record_event
 from core.db import utcnow
-from core.mail import Mail, Mailer
+from core.mail import Mail, Mailer, render
 from core.settings import Settings
 from distribution.models import (
     TOTAL,
@@ -160,12 +160,11 @@ def alert_if_low(*, session: Session, mailer: Mailer, settings: Settings) -> int
             mail=Mail(
                 recipient=email,
                 subject=f"Low stock: {available:,} keys available (below {lowest:,})",
-                body=(
-                    f"Available keys have fallen below {lowest:,}: {available:,} are left to "
-                    "promise to new claims.\n\nThe burn-down and the projected day they run out:"
-                    f"\n    {settings.base_url}/staff/reports#burn-down\n\nReceive the next batch "
-                    "on the stock desk in time; this alert is sent once per threshold until "
-                    "stock is received.\n"
+                body=render(
+                    "low_stock_alert.txt",
+                    lowest=lowest,
+                    available=available,
+                    base_url=settings.base_url,
                 ),
                 purpose="low_stock_alert",
             ),
