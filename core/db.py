@@ -1,10 +1,10 @@
-"""The database: engine, one session per request or command, aware UTC datetimes, audit events.
+"""The database: engine, one session per request or command, aware UTC datetimes, migrations
+and backups.
 
 A request gets one session, created on first use and kept in ``g``; it is committed once, just
 before the response leaves (so a failed commit still becomes an error page), and rolled back
-on any error. Services flush but never commit. The audit log is append-only: the migration
-installs triggers that refuse updates and deletes, so "nothing is deleted" is the database's
-promise, not only ours."""
+on any error. Services flush but never commit; what must wait for the commit goes through
+``core.after_commit``. The audit log (``core.audit``) is append-only."""
 
 from __future__ import annotations
 

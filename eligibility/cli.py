@@ -1,4 +1,5 @@
-"""`flask --app app eligibility …`: import statistics and roles, check a decision, notify."""
+"""`flask --app app eligibility …`: import statistics and roles, notify (`eligibility check`,
+which reads claims and stock, is added to this group by distribution.claims.cli)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Eligibility pages: the maintainer's decision and appeals, the public project lookup (HTML and
-JSON), the staff appeals queue and the statistics upload."""
+"""Eligibility pages: the maintainer's appeal, the public project lookup (HTML and JSON), the
+staff appeals queue and the statistics upload. The decision's own page and the appeal review,
+which show the decision, are distribution.claims.views: the decision reads claims and stock."""
 
 from __future__ import annotations
 

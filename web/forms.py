@@ -1,15 +1,13 @@
-"""Form widgets every package uses: whole numbers that fit a column, checkbox lists, and
-the status code a form answers with."""
+"""Form widgets every package uses: whole numbers that fit a column, checkbox lists, a reason
+in a few words, and the status code a form answers with."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from flask_wtf import FlaskForm
-from wtforms import (
-    IntegerField,
-    SelectMultipleField,
-)
+from wtforms import IntegerField, SelectMultipleField, TextAreaField
+from wtforms.validators import DataRequired, Length
 from wtforms.widgets import CheckboxInput, ListWidget
 
 
@@ -44,3 +42,16 @@ class MultiCheckboxField(SelectMultipleField):
 
     widget = ListWidget(prefix_label=False)
     option_widget = CheckboxInput()
+
+
+def reason_field(shortest: int, *, stripped: bool = False) -> TextAreaField:
+    """A few words of why, ``shortest`` characters at least (``stripped``: blanks around them
+    not counted)."""
+    return TextAreaField(
+        "Reason",
+        filters=[lambda text: text.strip() if isinstance(text, str) else text] if stripped else [],
+        validators=[
+            DataRequired("Say why, in a few words."),
+            Length(min=shortest, max=1000, message=f"Between {shortest} and 1,000 characters."),
+        ],
+    )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 
-from distribution.shipping.forms import _reason_field
+from web.forms import reason_field
 
 
 class KeyAcceptanceForm(FlaskForm):
     """Counting a flagged key as a Titan: why, in at least as many characters as the service
     (distribution.activation.accept_key) asks for, blanks around it not counted."""
 
-    reason = _reason_field(5, stripped=True)
+    reason = reason_field(5, stripped=True)

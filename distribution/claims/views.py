@@ -1,4 +1,5 @@
-"""The maintainer's claim: eligibility, the claim code, redemption, the address and cancelling."""
+"""The maintainer's claim: the eligibility decision, the claim code, redemption, the address and
+cancelling; and the staff's appeal review, which weighs the same decision."""
 
 from __future__ import annotations
 
@@ -64,42 +65,54 @@ bp = Blueprint("claims", __name__)
 
 T = TypeVar("T")
 
+
 CODE_ENTRY_PER_MAINTAINER = "10 per hour"
 
+
 CODE_ENTRY_PER_IP = "30 per hour"
+
 
 _CODE_PROBLEMS = (CodeTypo, CodeUnknown, CodeExpired, CodeUsed)
 
 
-@bp.route("/staff/appeals/<int:appeal_id>", methods=["GET", "POST"])
-@staff_required(StaffRole.PROGRAMME)
-def appeal_review(appeal_id: int) -> ResponseReturnValue:
-    session, settings = get_session(), get_settings()
-    appeal, maintainer = appeals.get_appeal_and_appellant(session=session, appeal_id=appeal_id)
-    form = AppealDecisionForm()
-    if form.validate_on_submit():
-        appeals.decide_appeal(
-            session=session,
-            mailer=get_mailer(),
-            actor=actor_for(current_user),
-            appeal_id=appeal_id,
-            grant=form.decision.data == "grant",
-            reason=form.reason.data,
-            base_url=settings.base_url,
-        )
-        flash(f"Appeal {appeal_id} {appeal.status}; the maintainer was emailed.", "success")
-        return redirect(url_for("eligibility.appeal_queue"))
+@bp.get("/eligibility")
+@maintainer_required
+def my_eligibility() -> ResponseReturnValue:
+    return _render_mine(CountryForm(country=current_maintainer().country))
+
+
+@bp.post("/eligibility/country")
+@maintainer_required
+def set_country() -> ResponseReturnValue:
+    form = CountryForm()
+    if not form.validate_on_submit():
+        return _render_mine(form), 400
+    set_maintainer_country(
+        session=get_session(),
+        actor=actor_for(current_user),
+        maintainer=current_maintainer(),
+        country=normalize_country(form.country.data),
+    )
+    flash(f"Saved: keys would be shipped to {country_name(form.country.data)}.", "success")
+    return redirect(url_for("claims.my_eligibility"))
+
+
+def _render_mine(country_form: CountryForm) -> str:
+    session, maintainer = get_session(), current_maintainer()
     decision = decide(
-        session=session, settings=settings, maintainer=maintainer, country=maintainer.country
+        session=session,
+        settings=get_settings(),
+        maintainer=maintainer,
+        country=maintainer.country,
     )
     return render_template(
-        "eligibility/appeal_review.html",
-        appeal=appeal,
-        actions=APPEAL_LIFECYCLE.actions(appeal.status),
-        maintainer=maintainer,
+        "eligibility/mine.html",
         decision=decision,
-        form=form,
-    ), form_status(form)
+        country_form=country_form,
+        appeals=appeals.appeals_of(session=session, maintainer=maintainer),
+        country_name=country_name,
+        display_code=display_code,
+    )
 
 
 def _country() -> str:
@@ -293,44 +306,35 @@ def _recipient(form: ShippingForm, served: tuple[str, ...]) -> claims.Recipient 
     return claims.Recipient(address, phone, name, form.recipient_name_local.data or "")
 
 
-# --- maintainers ------------------------------------------------------------------------------
+# --- staff ------------------------------------------------------------------------------------
 
 
-@bp.get("/eligibility")
-@maintainer_required
-def my_eligibility() -> ResponseReturnValue:
-    return _render_mine(CountryForm(country=current_maintainer().country))
-
-
-@bp.post("/eligibility/country")
-@maintainer_required
-def set_country() -> ResponseReturnValue:
-    form = CountryForm()
-    if not form.validate_on_submit():
-        return _render_mine(form), 400
-    set_maintainer_country(
-        session=get_session(),
-        actor=actor_for(current_user),
-        maintainer=current_maintainer(),
-        country=normalize_country(form.country.data),
-    )
-    flash(f"Saved: keys would be shipped to {country_name(form.country.data)}.", "success")
-    return redirect(url_for("claims.my_eligibility"))
-
-
-def _render_mine(country_form: CountryForm) -> str:
-    session, maintainer = get_session(), current_maintainer()
+@bp.route("/staff/appeals/<int:appeal_id>", methods=["GET", "POST"])
+@staff_required(StaffRole.PROGRAMME)
+def appeal_review(appeal_id: int) -> ResponseReturnValue:
+    session, settings = get_session(), get_settings()
+    appeal, maintainer = appeals.get_appeal_and_appellant(session=session, appeal_id=appeal_id)
+    form = AppealDecisionForm()
+    if form.validate_on_submit():
+        appeals.decide_appeal(
+            session=session,
+            mailer=get_mailer(),
+            actor=actor_for(current_user),
+            appeal_id=appeal_id,
+            grant=form.decision.data == "grant",
+            reason=form.reason.data,
+            base_url=settings.base_url,
+        )
+        flash(f"Appeal {appeal_id} {appeal.status}; the maintainer was emailed.", "success")
+        return redirect(url_for("eligibility.appeal_queue"))
     decision = decide(
-        session=session,
-        settings=get_settings(),
-        maintainer=maintainer,
-        country=maintainer.country,
+        session=session, settings=settings, maintainer=maintainer, country=maintainer.country
     )
     return render_template(
-        "eligibility/mine.html",
+        "eligibility/appeal_review.html",
+        appeal=appeal,
+        actions=APPEAL_LIFECYCLE.actions(appeal.status),
+        maintainer=maintainer,
         decision=decision,
-        country_form=country_form,
-        appeals=appeals.appeals_of(session=session, maintainer=maintainer),
-        country_name=country_name,
-        display_code=display_code,
-    )
+        form=form,
+    ), form_status(form)

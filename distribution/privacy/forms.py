@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import (
-    BooleanField,
-)
+from wtforms import BooleanField
 from wtforms.validators import DataRequired
 
 

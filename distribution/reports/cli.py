@@ -1,4 +1,4 @@
-"""The stock report on the command line."""
+"""`stock report` on the command line: added to the stock group, it reads every package below."""
 
 from __future__ import annotations
 

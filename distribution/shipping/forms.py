@@ -14,7 +14,7 @@ from wtforms.validators import DataRequired, Length, NumberRange, Optional, Vali
 
 from core.settings import get_settings
 from distribution.models import TRACKING_NUMBER_MAX_LENGTH
-from web.forms import MultiCheckboxField, WholeNumberField
+from web.forms import MultiCheckboxField, WholeNumberField, reason_field
 
 
 class ShipForm(FlaskForm):
@@ -106,23 +106,10 @@ class FindParcelForm(FlaskForm):
     )
 
 
-def _reason_field(shortest: int, *, stripped: bool = False) -> TextAreaField:
-    """A few words of why, ``shortest`` characters at least (``stripped``: blanks around them
-    not counted)."""
-    return TextAreaField(
-        "Reason",
-        filters=[lambda text: text.strip() if isinstance(text, str) else text] if stripped else [],
-        validators=[
-            DataRequired("Say why, in a few words."),
-            Length(min=shortest, max=1000, message=f"Between {shortest} and 1,000 characters."),
-        ],
-    )
-
-
 class ReasonForm(FlaskForm):
     """Voiding a label, a returned or lost parcel, a decision: a few words of why."""
 
-    reason = _reason_field(3)
+    reason = reason_field(3)
 
 
 class NoteForm(FlaskForm):

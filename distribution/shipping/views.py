@@ -60,9 +60,6 @@ from web.security import MAX_ROW_ID
 bp = Blueprint("shipping", __name__)
 
 
-# --- fulfilment -------------------------------------------------------------------------------
-
-
 @bp.get("/staff/shipping")
 @staff_required(StaffRole.SHIPPING)
 def shipping_desk() -> ResponseReturnValue:

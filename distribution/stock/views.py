@@ -27,9 +27,6 @@ from distribution.stock.forms import AdjustStockForm, ReceiveStockForm, with_mod
 bp = Blueprint("stock", __name__)
 
 
-# --- staff ------------------------------------------------------------------------------------
-
-
 @bp.get("/staff/stock")
 @staff_required(StaffRole.PROGRAMME, StaffRole.VIEWER)
 def stock_desk() -> ResponseReturnValue:
