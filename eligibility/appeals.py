@@ -108,11 +108,13 @@ def get_appeal_and_appellant(*, session: Session, appeal_id: int) -> tuple[Appea
     return appeal, maintainer
 
 
+# Appeals waiting for programme staff.
+_OPEN = APPEAL_LIFECYCLE.statuses_allowing(AppealAction.GRANT)
+
+
 def open_appeal(*, session: Session, maintainer: Maintainer) -> Appeal | None:
     return session.exec(
-        select(Appeal).where(
-            Appeal.maintainer_id == maintainer.id, Appeal.status == AppealStatus.OPEN.value
-        )
+        select(Appeal).where(Appeal.maintainer_id == maintainer.id, col(Appeal.status).in_(_OPEN))
     ).first()
 
 
@@ -139,7 +141,7 @@ def appeal_queue(*, session: Session) -> list[tuple[Appeal, Maintainer]]:
     rows = session.exec(
         select(Appeal, Maintainer)
         .join(Maintainer, col(Maintainer.id) == Appeal.maintainer_id)
-        .where(Appeal.status == AppealStatus.OPEN.value)
+        .where(col(Appeal.status).in_(_OPEN))
         .order_by(col(Appeal.created_at))
     ).all()
     return [(appeal, maintainer) for appeal, maintainer in rows]

@@ -61,10 +61,12 @@ from core.mail import OutboxMessage
 from core.settings import Settings
 from distribution.claims.services import claims_of, items_of, shipments_of
 from distribution.models import (
+    REPLACEMENT_LIFECYCLE,
     Claim,
     ClaimStatus,
     LabelRun,
     Replacement,
+    ReplacementAction,
     Shipment,
     WaitlistEntry,
 )
@@ -619,7 +621,8 @@ def _complete(session: Session, actor: Actor, request: ErasureRequest, now: date
 
 def _replacement_waiting(session: Session, claim: Claim) -> bool:
     return any(
-        e.replacement == Replacement.REQUESTED for e in exceptions_of(session=session, claim=claim)
+        REPLACEMENT_LIFECYCLE.allows(ReplacementAction.APPROVE, e.replacement)
+        for e in exceptions_of(session=session, claim=claim)
     )
 
 

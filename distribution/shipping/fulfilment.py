@@ -27,16 +27,21 @@ from distribution.claims.services import new_shipment_reference, transition_clai
 from distribution.errors import ClaimLocked, InvalidShipping, ParcelNotFound
 from distribution.models import (
     CLAIM_LIFECYCLE,
+    LABEL_RUN_LIFECYCLE,
     TRACKING_NUMBER_MAX_LENGTH,
     Claim,
     ClaimAction,
     ClaimStatus,
     KeyModel,
     LabelRun,
+    LabelRunAction,
     Shipment,
 )
 from distribution.shipping.labels import ParcelLabel
 from distribution.stock import services as stock
+
+# Runs that may still finish: those rendering, whose process may have died meanwhile.
+_RENDERING = LABEL_RUN_LIFECYCLE.statuses_allowing(LabelRunAction.FINISH)
 
 
 def first_shipped_at(*, session: Session, claim: Claim) -> datetime | None:
@@ -113,7 +118,7 @@ def label_queue(*, session: Session, base_url: str, wanted: QueueFilter = QueueF
         for run in session.exec(
             select(LabelRun)
             .options(sa.orm.defer(LabelRun.pdf))  # type: ignore[arg-type]
-            .where(LabelRun.status == "rendering")
+            .where(col(LabelRun.status).in_(_RENDERING))
         ).all()
         if run.is_live(now)
     }
