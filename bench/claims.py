@@ -266,11 +266,12 @@ class Seeded:
 def server_environment(
     database_url: str, ratelimit_storage_url: str, port: int, instance: Path
 ) -> dict[str, str]:
-    """Production settings, except demo mode (for the outbox mailer) and a programme window
-    around today (so the bench does not expire with the calendar)."""
+    """Production settings but for the environment, which demo mode (for the outbox mailer)
+    needs (it changes only what start-up accepts), and a programme window around today (so the
+    bench does not expire with the calendar)."""
     now = datetime.now(UTC)
     return {
-        "KEYS_ENV": "production",
+        "KEYS_ENV": "development",
         "KEYS_DEMO_MODE": "1",
         "KEYS_MAIL_BACKEND": "outbox",
         "KEYS_SECRET_KEY": secrets.token_urlsafe(36),  # 48 characters

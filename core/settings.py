@@ -160,10 +160,16 @@ class Settings:
             raise SettingsError(f"KEYS_MAIL_BACKEND must be one of {', '.join(MAIL_BACKENDS)}")
         if not self.development:
             _require_real_secret(self.secret_key)
-            if self.mail_backend == "outbox" and not self.demo_mode:
+            # Both show every sign-in link and claim code at /dev/outbox, to anyone.
+            if self.demo_mode:
                 raise SettingsError(
-                    "KEYS_MAIL_BACKEND=outbox keeps mail in the database; "
-                    "it is only for development or KEYS_DEMO_MODE=1"
+                    "KEYS_DEMO_MODE=1 shows every sign-in link and claim code to anyone and "
+                    "lets staff skip their security key; it runs only with KEYS_ENV=development"
+                )
+            if self.mail_backend == "outbox":
+                raise SettingsError(
+                    "KEYS_MAIL_BACKEND=outbox keeps mail in the database for anyone to read "
+                    "at /dev/outbox; it runs only with KEYS_ENV=development"
                 )
         _validate_ratelimit_storage(self.ratelimit_storage_url, development=self.development)
         if not 0 <= self.proxy_hops <= 5:

@@ -97,7 +97,7 @@ def test_staff_reset_password_and_list(app, session):
 
 
 def test_seed_loads_the_demo_once(app_factory, session):
-    demo = app_factory(demo_mode=True, mail_backend="outbox")
+    demo = app_factory(environment="development", demo_mode=True, mail_backend="outbox")
 
     first = invoke(demo, "seed", "--json")
     second = invoke(demo, "seed", "--json")

@@ -213,7 +213,7 @@ def test_without_a_password_there_is_no_second_step(client, staff):
 
 
 def test_demo_staff_may_skip_the_key_and_are_told(app_factory, session):
-    demo = app_factory(demo_mode=True, mail_backend="outbox")
+    demo = app_factory(environment="development", demo_mode=True, mail_backend="outbox")
     client = demo.test_client()
     make_staff(session, email="ops@example.org")
     signed_in = password(client)

@@ -84,7 +84,7 @@ def test_the_send_pending_command_reports_json(app, session, settings, mailbox):
 
 
 def test_send_pending_refuses_with_the_outbox_backend(app_factory):
-    demo = app_factory(mail_backend="outbox", demo_mode=True)
+    demo = app_factory(environment="development", mail_backend="outbox", demo_mode=True)
     result = demo.test_cli_runner().invoke(args=["mail", "send-pending"])
     assert result.exit_code == 1
     assert "nothing to send" in result.output

@@ -104,7 +104,8 @@ def test_secret_is_not_in_the_repr():
         ({"KEYS_PROGRAMME_OPENS": "2030-01-01"}, "must be after"),
         ({"KEYS_DEMO_MODE": "maybe"}, "KEYS_DEMO_MODE must be 1 or 0"),
         ({"KEYS_ENV": "staging"}, "KEYS_ENV must be one of"),
-        ({"KEYS_MAIL_BACKEND": "outbox"}, "only for development or KEYS_DEMO_MODE=1"),
+        ({"KEYS_MAIL_BACKEND": "outbox"}, "outbox keeps mail in the database for anyone"),
+        ({"KEYS_DEMO_MODE": "1"}, "KEYS_DEMO_MODE=1 shows every sign-in link"),
         ({"KEYS_CRITICAL_PERCENT": "0"}, "KEYS_CRITICAL_PERCENT"),
         ({"KEYS_RATELIMIT_STORAGE_URL": ""}, "KEYS_RATELIMIT_STORAGE_URL is required"),
         ({"KEYS_RATELIMIT_STORAGE_URL": "memory://"}, "inside each worker process"),
@@ -185,3 +186,19 @@ def test_the_app_refuses_to_start_without_a_secret(tmp_path):
     )
     assert result.returncode != 0
     assert "Security Key Giveaway cannot start: KEYS_SECRET_KEY is required" in result.stderr
+
+
+def test_the_app_refuses_to_start_in_demo_mode_in_production(tmp_path):
+    """Demo mode shows every sign-in link and claim code at /dev/outbox: never in production."""
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "routes"],
+        env={**PRODUCTION, "PATH": "/usr/bin:/bin", "KEYS_INSTANCE_PATH": str(tmp_path)}
+        | {"KEYS_DEMO_MODE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "cannot start: KEYS_DEMO_MODE=1 shows every sign-in link" in result.stderr
+    assert "/dev/outbox" not in result.stdout  # no routes were listed

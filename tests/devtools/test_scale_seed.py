@@ -36,7 +36,9 @@ SCALE = 60
 def demo(app_factory):
     # A programme open for four months, so that codes have had time to expire.
     opened = datetime.now(UTC) - timedelta(days=120)
-    return app_factory(demo_mode=True, mail_backend="outbox", programme_opens_at=opened)
+    return app_factory(
+        environment="development", demo_mode=True, mail_backend="outbox", programme_opens_at=opened
+    )
 
 
 def seed(app, *options):
