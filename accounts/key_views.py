@@ -20,7 +20,7 @@ from flask import session as cookie
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user
 
-from accounts import second_factor, security_keys, services
+from accounts import second_factor, security_keys, services, sessions
 from accounts.access import (
     current_staff,
     staff_required,
@@ -44,6 +44,7 @@ _CODES = "staff_recovery_codes"
 def start_second_factor(staff: Staff, next_page: str) -> ResponseReturnValue:
     """The password was right: remember who, and ask for the key (or a first key)."""
     cookie[_PENDING] = {"id": staff.get_id(), "since": utcnow().isoformat(), "next": next_page}
+    sessions.rotate()  # the password step is a step of signing in
     return redirect(url_for("staff_keys.second_step"))
 
 

@@ -242,3 +242,24 @@ class ErasureRequest(SQLModel, table=True):
     maintainer_id: int = Field(foreign_key="maintainer.id", index=True)
     requested_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
     completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class WebSession(SQLModel, table=True):
+    """A browser's session, kept on the server (``accounts.sessions``): its cookie holds only
+    a random id, of which this keeps the hash. Signing out deletes the row, so a copied cookie
+    opens nothing after; the owner (none, a maintainer or a staff member) can list and end
+    their sessions."""
+
+    __tablename__ = "web_session"
+    __table_args__ = (sa.Index("ix_web_session_owner", "owner_kind", "owner_id"),)
+
+    id: str = Field(primary_key=True, max_length=64)  # SHA-256 of the cookie's id, in hex
+    owner_kind: str = Field(default="", max_length=20)  # "", "maintainer" or "staff"
+    owner_id: int | None = None
+    data: str = Field(default="", sa_type=sa.Text)  # Flask's tagged JSON
+    user_agent: str = Field(default="", max_length=200)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    last_seen_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    # Ends when unused for the idle time or at the absolute limit, whichever comes first.
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False, index=True)
+    ends_at: datetime = Field(sa_type=UTCDateTime, nullable=False)

@@ -90,6 +90,12 @@ class Settings:
     low_stock_alerts: tuple[int, ...] = (400, 100)
 
     sign_in_link_minutes: int = 15
+    # Sign-in sessions are kept on the server and end after this long unused, or this long
+    # after sign-in at the most.
+    staff_session_idle_minutes: int = 120
+    staff_session_hours: int = 12
+    maintainer_session_idle_days: int = 14
+    maintainer_session_days: int = 30
     max_request_bytes: int = 2 * 1024 * 1024
     max_upload_bytes: int = 64 * 1024 * 1024
 
@@ -197,6 +203,16 @@ class Settings:
             raise SettingsError("KEYS_COUNTRIES must name at least one country")
         if not 1 <= self.keys_per_maintainer <= 10:
             raise SettingsError("KEYS_KEYS_PER_MAINTAINER must be between 1 and 10")
+        if not 1 <= self.staff_session_idle_minutes <= 60 * self.staff_session_hours <= 60 * 24:
+            raise SettingsError(
+                "KEYS_STAFF_SESSION_IDLE_MINUTES must be at least 1 and at most "
+                "KEYS_STAFF_SESSION_HOURS, which is at most 24"
+            )
+        if not 1 <= self.maintainer_session_idle_days <= self.maintainer_session_days <= 90:
+            raise SettingsError(
+                "KEYS_MAINTAINER_SESSION_IDLE_DAYS must be at least 1 and at most "
+                "KEYS_MAINTAINER_SESSION_DAYS, which is at most 90"
+            )
         if self.claim_code_expiry_days < 1:
             raise SettingsError("KEYS_CLAIM_CODE_EXPIRY_DAYS must be at least 1")
         # At least a day: a damaged key is reported after delivery, and its replacement goes
@@ -308,6 +324,16 @@ class Settings:
             critical_sticky=env.flag("KEYS_CRITICAL_STICKY", cls.critical_sticky),
             low_stock_alerts=env.counts("KEYS_LOW_STOCK_ALERTS", cls.low_stock_alerts),
             sign_in_link_minutes=env.integer("KEYS_SIGN_IN_LINK_MINUTES", 15),
+            staff_session_idle_minutes=env.integer(
+                "KEYS_STAFF_SESSION_IDLE_MINUTES", cls.staff_session_idle_minutes
+            ),
+            staff_session_hours=env.integer("KEYS_STAFF_SESSION_HOURS", cls.staff_session_hours),
+            maintainer_session_idle_days=env.integer(
+                "KEYS_MAINTAINER_SESSION_IDLE_DAYS", cls.maintainer_session_idle_days
+            ),
+            maintainer_session_days=env.integer(
+                "KEYS_MAINTAINER_SESSION_DAYS", cls.maintainer_session_days
+            ),
             max_request_bytes=env.integer("KEYS_MAX_REQUEST_BYTES", cls.max_request_bytes),
             max_upload_bytes=env.integer("KEYS_MAX_UPLOAD_BYTES", cls.max_upload_bytes),
             label_layout=env.text("KEYS_LABEL_LAYOUT", cls.label_layout).lower(),

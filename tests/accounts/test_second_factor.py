@@ -139,6 +139,7 @@ def test_later_sign_ins_need_the_key_or_a_recovery_code(client, session, staff, 
     assert sign_ins(session)[-1] == ("sign_in.staff", {"method": "recovery_code", "codes_left": 7})
     client.post("/sign-out", data={"csrf_token": csrf_token(client, "/staff/")})
     password(client)
+    token = csrf_token(client, "/staff/sign-in/key")  # a new secret with each sign-in step
     again = client.post("/staff/sign-in/recovery", data={"code": codes[0], "csrf_token": token})
     assert again.status_code == 401
     actions = [e.action for e in session.exec(select(AuditEvent)).all()]
