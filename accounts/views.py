@@ -6,7 +6,9 @@ from datetime import UTC, date, datetime, timedelta
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_user, logout_user
+from werkzeug.exceptions import TooManyRequests
 
 from accounts import second_factor, services
 from accounts.access import current_staff_roles, email_rate_key, maintainer_required, staff_required
@@ -36,9 +38,14 @@ from web.forms import form_status
 from web.security import (
     SIGN_IN_LINK_PER_ADDRESS,
     SIGN_IN_LINK_PER_IP,
-    STAFF_SIGN_IN_PER_ACCOUNT,
+    STAFF_FAILURES_PER_ACCOUNT,
+    STAFF_FAILURES_PER_CLIENT,
     STAFF_SIGN_IN_PER_IP,
+    count,
+    counted_any,
     limiter,
+    retry_after,
+    used_up,
 )
 
 bp = Blueprint("accounts", __name__)
@@ -76,18 +83,21 @@ def index() -> ResponseReturnValue:
 
 @bp.route("/sign-in", methods=["GET", "POST"])
 @limiter.limit(SIGN_IN_LINK_PER_IP, methods=["POST"])
-@limiter.limit(SIGN_IN_LINK_PER_ADDRESS, key_func=email_rate_key, methods=["POST"])
 def sign_in() -> ResponseReturnValue:
     form = SignInLinkForm()
     if form.validate_on_submit():
-        settings = get_settings()
-        services.request_sign_in_link(
-            session=get_session(),
-            mailer=get_mailer(),
-            email=form.email.data,
-            base_url=settings.base_url,
-            valid_for=timedelta(minutes=settings.sign_in_link_minutes),
-        )
+        # Per address, links are counted, not requests refused: a stranger asking in someone's
+        # name must not stop them signing in. The answer is the same either way; past the
+        # limit nothing more is mailed, and the links mailed already still work.
+        if count(SIGN_IN_LINK_PER_ADDRESS, "sign-in-link", email_rate_key()):
+            settings = get_settings()
+            services.request_sign_in_link(
+                session=get_session(),
+                mailer=get_mailer(),
+                email=form.email.data,
+                base_url=settings.base_url,
+                valid_for=timedelta(minutes=settings.sign_in_link_minutes),
+            )
         return redirect(url_for("accounts.sign_in_sent"))
     return render_template("accounts/sign_in.html", form=form), form_status(form)
 
@@ -135,15 +145,18 @@ def sign_out() -> ResponseReturnValue:
 
 @bp.route("/staff/sign-in", methods=["GET", "POST"])
 @limiter.limit(STAFF_SIGN_IN_PER_IP, methods=["POST"])
-@limiter.limit(STAFF_SIGN_IN_PER_ACCOUNT, key_func=email_rate_key, methods=["POST"])
 def staff_sign_in() -> ResponseReturnValue:
     form = StaffSignInForm()
     if form.validate_on_submit():
+        account, client = email_rate_key(), get_remote_address()
+        _refuse_guessing(account, client)
         try:
             staff = services.authenticate_staff(
                 session=get_session(), email=form.email.data, password=form.password.data
             )
         except InvalidCredentials as problem:
+            count(STAFF_FAILURES_PER_CLIENT, "staff-failures", account, client)
+            count(STAFF_FAILURES_PER_ACCOUNT, "staff-failures", account)
             form.password.errors.append(problem.message)
             return render_template("accounts/staff_sign_in.html", form=form), 401
         next_page = _safe_next(url_for("accounts.staff_home"))
@@ -159,6 +172,21 @@ def staff_sign_in() -> ResponseReturnValue:
             return redirect(next_page)
         return start_second_factor(staff, next_page)
     return render_template("accounts/staff_sign_in.html", form=form), form_status(form)
+
+
+def _refuse_guessing(account: str, client: str) -> None:
+    """Wrong passwords are counted per account and client, so that a stranger's guesses stop
+    the stranger and not the owner; and per account, with a much higher ceiling that, once
+    reached, stops only the clients that guessed wrong (a client that has not failed may
+    still try: the owner, from their own address). Every guess still needs the key after."""
+    per_client = ("staff-failures", account, client)
+    if used_up(STAFF_FAILURES_PER_CLIENT, *per_client):
+        raise TooManyRequests(retry_after=retry_after(STAFF_FAILURES_PER_CLIENT, *per_client))
+    account_wide = ("staff-failures", account)
+    if used_up(STAFF_FAILURES_PER_ACCOUNT, *account_wide) and counted_any(
+        STAFF_FAILURES_PER_CLIENT, *per_client
+    ):
+        raise TooManyRequests(retry_after=retry_after(STAFF_FAILURES_PER_ACCOUNT, *account_wide))
 
 
 @bp.get("/staff/")

@@ -8,6 +8,7 @@ to load a user."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager, current_user
 from flask_wtf.csrf import CSRFProtect
+from limits import parse as parse_limit
 from werkzeug.routing import IntegerConverter, Map
 
 from core.settings import Settings
@@ -27,11 +29,39 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 limiter = Limiter(key_func=get_remote_address, headers_enabled=True)
 
-# Rate limits on everything that guesses at a secret or sends mail.
-SIGN_IN_LINK_PER_ADDRESS = "5 per 15 minutes"
+# Rate limits on everything that guesses at a secret or sends mail. What is counted per
+# person must never stop that person because a stranger sent requests in their name: the
+# views that count per person say how (accounts.views, distribution.activation.views).
+SIGN_IN_LINK_PER_ADDRESS = "5 per 15 minutes"  # links mailed to one address; never a 429
 SIGN_IN_LINK_PER_IP = "30 per hour"
-STAFF_SIGN_IN_PER_ACCOUNT = "10 per 15 minutes"
+KEY_SIGN_IN_PER_CLIENT = "5 per 15 minutes"  # key sign-in options, per address and client
 STAFF_SIGN_IN_PER_IP = "30 per hour"
+STAFF_FAILURES_PER_CLIENT = "10 per 15 minutes"  # wrong passwords per account and client
+STAFF_FAILURES_PER_ACCOUNT = "100 per hour"  # from every client: stops only those that failed
+
+
+def count(limit: str, *key: str) -> bool:
+    """Count one event under ``key``; False once ``limit`` is used up (the event is then not
+    counted). For limits a view applies itself, without answering 429 to everyone."""
+    return limiter.limiter.hit(parse_limit(limit), "keys", *key)
+
+
+def used_up(limit: str, *key: str) -> bool:
+    """Whether ``limit`` is used up under ``key``, without counting anything."""
+    return not limiter.limiter.test(parse_limit(limit), "keys", *key)
+
+
+def retry_after(limit: str, *key: str) -> int:
+    """Seconds until ``limit`` under ``key`` allows one more."""
+    stats = limiter.limiter.get_window_stats(parse_limit(limit), "keys", *key)
+    return max(1, int(stats.reset_time - time.time()) + 1)
+
+
+def counted_any(limit: str, *key: str) -> bool:
+    """Whether anything was counted under ``key`` in ``limit``'s current window."""
+    item = parse_limit(limit)
+    return limiter.limiter.get_window_stats(item, "keys", *key).remaining < item.amount
+
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (

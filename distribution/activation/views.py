@@ -4,6 +4,8 @@ not counted as Titans."""
 
 from __future__ import annotations
 
+import hashlib
+
 from flask import (
     Blueprint,
     flash,
@@ -13,6 +15,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_user
 
 from accounts.access import (
@@ -31,7 +34,7 @@ from core.settings import get_settings
 from distribution.activation import services as activation
 from distribution.activation.forms import KeyAcceptanceForm
 from web.security import (
-    SIGN_IN_LINK_PER_ADDRESS,
+    KEY_SIGN_IN_PER_CLIENT,
     SIGN_IN_LINK_PER_IP,
     credential_in,
     json_object,
@@ -127,13 +130,16 @@ _NOT_IN = "You are not signed in"
 
 
 def _json_email_key() -> str:
-    email = (json_object() or {}).get("email", "")
-    return "key-sign-in:" + normalize_email(str(email))[:320]
+    """Per address and client: a stranger asking for someone's key sign-in stops only the
+    stranger (the per-IP limit bounds how many addresses one client tries)."""
+    email = normalize_email(str((json_object() or {}).get("email", "")))[:320]
+    digest = hashlib.sha256(email.encode()).hexdigest()
+    return f"key-sign-in:{digest}:{get_remote_address()}"
 
 
 @bp.post("/api/sign-in/key/options")
 @limiter.limit(SIGN_IN_LINK_PER_IP)
-@limiter.limit(SIGN_IN_LINK_PER_ADDRESS, key_func=_json_email_key)
+@limiter.limit(KEY_SIGN_IN_PER_CLIENT, key_func=_json_email_key)
 def sign_in_options() -> ResponseReturnValue:
     email = str((json_object() or {}).get("email", "")).strip()
     if "@" not in email:

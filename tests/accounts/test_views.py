@@ -11,6 +11,7 @@ from accounts.models import SignInLink, Staff, StaffRole
 from core.audit import AuditEvent
 from core.db import utcnow
 from tests.factories import (
+    STAFF_PASSWORD,
     csrf_token,
     make_maintainer,
     make_staff,
@@ -18,9 +19,13 @@ from tests.factories import (
 )
 
 
-def ask_for_link(client, email):
+def ask_for_link(client, email, *, remote="127.0.0.1"):
     token = csrf_token(client, "/sign-in")
-    return client.post("/sign-in", data={"email": email, "csrf_token": token})
+    return client.post(
+        "/sign-in",
+        data={"email": email, "csrf_token": token},
+        environ_base={"REMOTE_ADDR": remote},
+    )
 
 
 def link_path(mailbox, address):
@@ -103,16 +108,26 @@ def test_links_that_cannot_sign_in_say_why(client, session, mailbox, arrange, st
     assert client.get("/account").status_code == 302  # still signed out
 
 
-def test_sign_in_requests_are_rate_limited_per_address(client, session, mailbox):
-    make_maintainer(session, email="busy@example.org")
-    statuses = [ask_for_link(client, "busy@example.org").status_code for _ in range(6)]
-    assert statuses == [302] * 5 + [429]
-    limited = ask_for_link(client, "busy@example.org")
-    assert int(limited.headers["Retry-After"]) > 0
-    assert "Too many attempts" in text(limited)
-    assert len(mailbox.to("busy@example.org")) == 5
-    # Another address from the same browser is not held up by the first one's limit.
-    assert ask_for_link(client, "other@example.org").status_code == 302
+def test_a_stranger_cannot_lock_a_maintainer_out_of_link_sign_in(client, session, mailbox):
+    """Links mailed to one address are counted, requests never refused: a stranger asking in
+    Ada's name from elsewhere fills her inbox with at most five links, each of which works."""
+    make_maintainer(session, email="ada@example.org")
+    stranger = [
+        ask_for_link(client, "ada@example.org", remote="198.51.100.7").status_code for _ in range(6)
+    ]
+    own = ask_for_link(client, "ada@example.org", remote="203.0.113.9")
+
+    assert stranger == [302] * 6 and own.status_code == 302
+    assert own.headers["Location"] == "/sign-in/sent"
+    assert len(mailbox.to("ada@example.org")) == 5
+    path = link_path(mailbox, "ada@example.org")
+    signed_in = client.post(path, data={"csrf_token": csrf_token(client, path)})
+    assert signed_in.status_code == 302 and signed_in.headers["Location"] == "/account"
+    # Another address is mailed as usual.
+    ask_for_link(client, "other@example.org")
+    make_maintainer(session, email="bea@example.org")
+    ask_for_link(client, "bea@example.org")
+    assert len(mailbox.to("bea@example.org")) == 1
 
 
 def test_sign_in_requests_are_rate_limited_per_ip(client):
@@ -145,6 +160,42 @@ def test_staff_sign_in_is_rate_limited_per_account(client, session):
         for _ in range(11)
     ]
     assert statuses == [401] * 10 + [429]
+
+
+def test_a_stranger_cannot_lock_staff_out_by_guessing_their_password(client, session):
+    make_staff(session, email="ops@example.org")
+    token = csrf_token(client, "/staff/sign-in")
+
+    def attempt(password, remote):
+        return client.post(
+            "/staff/sign-in",
+            data={"email": "ops@example.org", "password": password, "csrf_token": token},
+            environ_base={"REMOTE_ADDR": remote},
+        ).status_code
+
+    # Ten wrong guesses, each from another address; one client guessing on and on.
+    assert [attempt("guess", f"198.51.100.{n}") for n in range(10)] == [401] * 10
+    assert [attempt("guess", "192.0.2.66") for _ in range(11)] == [401] * 10 + [429]
+    # The owner, from their own address, gets in (on to the key step).
+    assert attempt(STAFF_PASSWORD, "203.0.113.9") == 302
+
+
+def test_past_the_account_ceiling_only_clients_that_guessed_wrong_are_stopped(client, session):
+    make_staff(session, email="ops@example.org")
+    token = csrf_token(client, "/staff/sign-in")
+
+    def attempt(password, remote):
+        return client.post(
+            "/staff/sign-in",
+            data={"email": "ops@example.org", "password": password, "csrf_token": token},
+            environ_base={"REMOTE_ADDR": remote},
+        ).status_code
+
+    statuses = [attempt("guess", f"198.51.100.{n}") for n in range(100)]
+    assert statuses == [401] * 100
+    assert attempt("guess", "198.51.100.1") == 429  # failed before, and the ceiling is reached
+    assert attempt(STAFF_PASSWORD, "198.51.100.2") == 429  # even with the right password
+    assert attempt(STAFF_PASSWORD, "203.0.113.9") == 302  # a client that never failed
 
 
 def test_an_admin_creates_staff_who_can_then_sign_in(client, session):

@@ -20,6 +20,7 @@ from tests.factories import (
     USB_A,
     USB_C,
     csrf_token,
+    make_maintainer,
     make_staff,
     shipped_parcel,
     sign_in_as,
@@ -295,3 +296,22 @@ def test_a_maintainer_removes_a_key_that_does_not_count(client, session, maintai
     assert withheld.removed_at is not None  # kept, marked
     again = client.post(f"/claim/keys/{withheld.id}/remove", data={"csrf_token": csrf})
     assert again.status_code == 404 and "You have no such key." in again.get_data(as_text=True)
+
+
+def test_a_stranger_cannot_lock_a_maintainer_out_of_key_sign_in(app, session):
+    """Key sign-in options are limited per address and client: a stranger asking for Ada's
+    from elsewhere is stopped, and Ada, from her own browser, is not."""
+    make_maintainer(session, email="ada@example.org")
+
+    def ask(client, remote):
+        csrf = csrf_token(client, "/sign-in")
+        return client.post(
+            "/api/sign-in/key/options",
+            json={"email": "ada@example.org"},
+            headers={"X-CSRFToken": csrf},
+            environ_base={"REMOTE_ADDR": remote},
+        ).status_code
+
+    stranger, ada = app.test_client(), app.test_client()
+    assert [ask(stranger, "198.51.100.7") for _ in range(6)] == [200] * 5 + [429]
+    assert ask(ada, "203.0.113.9") == 200
