@@ -12,7 +12,7 @@ from wtforms import (
     StringField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional, Regexp
 from wtforms.widgets import HiddenInput
 
 from accounts.models import StaffRole
@@ -25,6 +25,18 @@ _EMAIL = [
     Length(max=320, message="An email address has at most 320 characters."),
     Email("Enter an email address like name@example.org.", check_deliverability=False),
 ]
+
+
+class EndSessionForm(FlaskForm):
+    """Ending one of one's own sessions (by its row id) or every other one (``others``)."""
+
+    which = StringField(
+        widget=HiddenInput(),
+        validators=[
+            DataRequired("Choose a session to end."),
+            Regexp(r"^(others|[0-9a-f]{64})$", message="Choose a session to end."),
+        ],
+    )
 
 
 class SignInLinkForm(FlaskForm):

@@ -394,7 +394,7 @@ def update_staff(
     staff.name = name.strip()
     if staff.active and not active:
         staff.session_nonce = secrets.token_hex(8)  # signs them out everywhere
-        end_sessions(session=session, owner_kind=ActorKind.STAFF, owner_id=staff_id)
+        end_sessions(session=session, actor=actor, owner_kind=ActorKind.STAFF, owner_id=staff_id)
     staff.active = active
     session.execute(sa.delete(StaffRoleGrant).where(col(StaffRoleGrant.staff_id) == staff.id))
     for role in after_roles:
@@ -421,7 +421,7 @@ def reset_staff_password(*, session: Session, actor: Actor, staff_id: int, passw
     staff.password_hash = generate_password_hash(password, method=PASSWORD_METHOD)
     staff.session_nonce = secrets.token_hex(8)
     staff.password_changed_at = utcnow()
-    end_sessions(session=session, owner_kind=ActorKind.STAFF, owner_id=staff_id)
+    end_sessions(session=session, actor=actor, owner_kind=ActorKind.STAFF, owner_id=staff_id)
     session.flush()
     record_event(
         session=session,

@@ -31,7 +31,8 @@ from sqlmodel import Session, col, select
 from werkzeug.datastructures import CallbackDict
 
 from accounts.models import WebSession
-from core.actors import ActorKind
+from core.actors import Actor, ActorKind
+from core.audit import record_event
 from core.db import get_database, utcnow
 from core.settings import Settings
 
@@ -265,16 +266,40 @@ def sessions_of(*, session: Session, owner_kind: str, owner_id: int) -> list[Web
 
 
 def end_sessions(
-    *, session: Session, owner_kind: str, owner_id: int, keep: str | None = None
+    *,
+    session: Session,
+    actor: Actor,
+    owner_kind: str,
+    owner_id: int,
+    only: str | None = None,
+    keep: str | None = None,
 ) -> int:
-    """End a person's sessions (all but the one whose cookie id is ``keep``); how many."""
+    """End a person's sessions: the one whose row id is ``only``, or all but the one whose
+    cookie id is ``keep``, or all; audited. How many ended (0: ended already)."""
     query = sa.delete(WebSession).where(
         col(WebSession.owner_kind) == owner_kind, col(WebSession.owner_id) == owner_id
     )
+    if only is not None:
+        query = query.where(col(WebSession.id) == only)
     if keep is not None:
         query = query.where(col(WebSession.id) != session_key(keep))
-    ended = session.execute(query)
-    return int(ended.rowcount)  # type: ignore[attr-defined]
+    ended = int(session.execute(query).rowcount)  # type: ignore[attr-defined]
+    if ended:
+        record_event(
+            session=session,
+            actor=actor,
+            action="session.ended",
+            subject_kind=owner_kind,
+            subject_id=owner_id,
+            details={"sessions": ended, "which": "one" if only else "others" if keep else "all"},
+        )
+    return ended
+
+
+def current_id() -> str | None:
+    """The cookie id of this request's session, if it has one."""
+    session = current_session._get_current_object()  # type: ignore[attr-defined]
+    return session.sid if isinstance(session, ServerSession) else None
 
 
 def purge_expired(*, session: Session) -> int:

@@ -10,8 +10,15 @@ from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_user, logout_user
 from werkzeug.exceptions import TooManyRequests
 
-from accounts import second_factor, services
-from accounts.access import current_staff_roles, email_rate_key, maintainer_required, staff_required
+from accounts import second_factor, services, sessions
+from accounts.access import (
+    current_maintainer,
+    current_staff,
+    current_staff_roles,
+    email_rate_key,
+    maintainer_required,
+    staff_required,
+)
 from accounts.errors import (
     InvalidCredentials,
     LastAdmin,
@@ -23,6 +30,7 @@ from accounts.errors import (
 from accounts.forms import (
     AuditFilterForm,
     ConfirmForm,
+    EndSessionForm,
     SignInLinkForm,
     StaffCreateForm,
     StaffEditForm,
@@ -30,6 +38,7 @@ from accounts.forms import (
 )
 from accounts.key_views import start_second_factor
 from accounts.models import StaffRole
+from core.actors import ActorKind
 from core.audit import AuditFilter, search_audit_events
 from core.db import get_session
 from core.mail import get_mailer, recent_outbox
@@ -129,7 +138,19 @@ def sign_in_link(token: str) -> ResponseReturnValue:
 @bp.get("/account")
 @maintainer_required
 def account() -> ResponseReturnValue:
-    return render_template("accounts/account.html", maintainer=current_user)
+    maintainer = current_maintainer()
+    return render_template(
+        "accounts/account.html",
+        maintainer=maintainer,
+        **_sessions_page(ActorKind.MAINTAINER, maintainer.id, "accounts.end_session"),
+    )
+
+
+@bp.post("/account/sessions/end")
+@maintainer_required
+def end_session() -> ResponseReturnValue:
+    _end_own_session(ActorKind.MAINTAINER, current_maintainer().id)
+    return redirect(url_for("accounts.account"))
 
 
 @bp.post("/sign-out")
@@ -251,6 +272,69 @@ def staff_edit(staff_id: int) -> ResponseReturnValue:
     return render_template(
         "accounts/staff_form.html", form=form, staff=staff, reset_form=ConfirmForm()
     ), form_status(form)
+
+
+@bp.post("/staff/people/<int:staff_id>/sessions/end")
+@staff_required(StaffRole.ADMIN)
+def staff_end_sessions(staff_id: int) -> ResponseReturnValue:
+    if not ConfirmForm().validate_on_submit():
+        abort(400, "The form expired. Go back, reload the page and try again.")
+    staff = services.get_staff(session=get_session(), staff_id=staff_id)
+    ended = sessions.end_sessions(
+        session=get_session(),
+        actor=services.actor_for(current_user),
+        owner_kind=ActorKind.STAFF,
+        owner_id=staff_id,
+    )
+    flash(f"Signed {staff.name} out of {ended} session(s).", "success")
+    return redirect(url_for("accounts.staff_edit", staff_id=staff_id))
+
+
+@bp.get("/staff/sessions")
+@staff_required()
+def staff_sessions() -> ResponseReturnValue:
+    return render_template(
+        "accounts/staff_sessions.html",
+        **_sessions_page(ActorKind.STAFF, current_staff().id, "accounts.staff_end_session"),
+    )
+
+
+@bp.post("/staff/sessions/end")
+@staff_required()
+def staff_end_session() -> ResponseReturnValue:
+    _end_own_session(ActorKind.STAFF, current_staff().id)
+    return redirect(url_for("accounts.staff_sessions"))
+
+
+def _sessions_page(kind: ActorKind, owner_id: int | None, end: str) -> dict[str, object]:
+    """Where the signed-in person is signed in, and the forms that end those sessions."""
+    listed = sessions.sessions_of(session=get_session(), owner_kind=kind, owner_id=owner_id or 0)
+    current = sessions.current_id()
+    return {
+        "sessions": listed,
+        "current": sessions.session_key(current) if current else "",
+        "end_endpoint": end,
+        "end_form": EndSessionForm(formdata=None),
+    }
+
+
+def _end_own_session(kind: ActorKind, owner_id: int | None) -> None:
+    form = EndSessionForm()
+    if not form.validate_on_submit():
+        abort(400, "Choose a session to end, from the list of where you are signed in.")
+    others = form.which.data == "others"
+    ended = sessions.end_sessions(
+        session=get_session(),
+        actor=services.actor_for(current_user),
+        owner_kind=kind,
+        owner_id=owner_id or 0,
+        only=None if others else form.which.data,
+        keep=sessions.current_id() if others else None,
+    )
+    if others:
+        flash(f"Signed out of {ended} other session(s).", "success")
+    else:
+        flash("That session is signed out." if ended else "That session had ended already.", "info")
 
 
 @bp.post("/staff/people/<int:staff_id>/password")

@@ -30,6 +30,10 @@ EXPECTED: dict[str, str | set[StaffRole]] = {
     "accounts.staff_sign_in": PUBLIC,
     "accounts.dev_outbox": PUBLIC,  # answers 404 unless the outbox back-end is on
     "accounts.account": MAINTAINER,
+    "accounts.end_session": MAINTAINER,
+    "accounts.staff_sessions": ANY_STAFF,
+    "accounts.staff_end_session": ANY_STAFF,
+    "accounts.staff_end_sessions": {StaffRole.ADMIN},
     "accounts.staff_home": ANY_STAFF,
     "accounts.staff_list": {StaffRole.ADMIN},
     "accounts.staff_create": {StaffRole.ADMIN},

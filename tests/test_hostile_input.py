@@ -371,6 +371,9 @@ TARGETS: dict[tuple[str, str], Target] = {
         "redeemer", "/claim/{claim}/cancel", fuzz_path={"claim": ["{waiting_claim}"]}
     ),
     ("personal_data.erase", "POST"): Target("redeemer", "/account/data/erase", {"confirm": "y"}),
+    ("accounts.end_session", "POST"): Target(
+        "redeemer", "/account/sessions/end", {"which": "others"}
+    ),
     ("activation.registration_options", "POST"): Target(
         "receiver", "/api/claim/keys/options", kind="json"
     ),
@@ -394,6 +397,12 @@ TARGETS: dict[tuple[str, str], Target] = {
     ),
     ("accounts.staff_reset_password", "POST"): Target(
         STAFF, "/staff/people/{staff}/password", fuzz_path={"staff": ["{colleague}"]}
+    ),
+    ("accounts.staff_end_sessions", "POST"): Target(
+        STAFF, "/staff/people/{staff}/sessions/end", fuzz_path={"staff": ["{colleague}"]}
+    ),
+    ("accounts.staff_end_session", "POST"): Target(
+        STAFF, "/staff/sessions/end", {"which": "others"}
     ),
     ("accounts.audit_log", "GET"): Target(
         STAFF,

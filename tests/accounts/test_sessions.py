@@ -10,8 +10,9 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from accounts.models import WebSession
+from accounts.models import StaffRole, WebSession
 from accounts.sessions import describe_browser, session_key
+from core.audit import AuditEvent
 from core.db import utcnow
 from tests.accounts.test_views import ask_for_link, link_path
 from tests.factories import csrf_token, make_maintainer, make_staff, sign_in_as
@@ -150,3 +151,65 @@ def test_the_daily_purge_forgets_ended_sessions(app, client, session):
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["sessions_forgotten"] == 1
     assert session.exec(select(WebSession)).all() == []
+
+
+def test_a_maintainer_sees_where_they_are_signed_in_and_ends_a_session(app, session):
+    ada = make_maintainer(session)
+    laptop, phone = app.test_client(), app.test_client()
+    for browser, agent in ((laptop, "Firefox/128.0 (X11; Linux)"), (phone, "iPhone Safari/604")):
+        sign_in_as(browser, ada)
+        browser.get("/account", headers={"User-Agent": agent})
+
+    page = laptop.get("/account").get_data(as_text=True)
+    assert "Where you are signed in" in page
+    assert "Firefox on Linux" in page and "Safari on iPhone" in page
+    assert page.count("this browser") == 1
+    phone_row = session.exec(
+        select(WebSession).where(WebSession.id == session_key(cookie_of(phone)))
+    ).one()
+
+    ended = laptop.post(
+        "/account/sessions/end",
+        data={"which": phone_row.id, "csrf_token": csrf_token(laptop, "/account")},
+    )
+
+    assert ended.status_code == 302
+    assert "That session is signed out" in laptop.get("/account").get_data(as_text=True)
+    assert phone.get("/account").status_code == 302  # the phone is signed out
+    assert laptop.get("/account").status_code == 200
+    events = session.exec(select(AuditEvent).where(AuditEvent.action == "session.ended")).all()
+    assert [(e.subject_id, e.details["which"]) for e in events] == [(str(ada.id), "one")]
+
+
+def test_sign_out_everywhere_else_keeps_this_browser(app, session):
+    ada, bea = make_maintainer(session), make_maintainer(session)
+    mine, elsewhere, hers = app.test_client(), app.test_client(), app.test_client()
+    for browser, person in ((mine, ada), (elsewhere, ada), (hers, bea)):
+        sign_in_as(browser, person)
+        browser.get("/account")
+    hers_id = session_key(cookie_of(hers))
+
+    # Another person's session id is not one of Ada's: nothing of Bea's ends.
+    token = csrf_token(mine, "/account")
+    mine.post("/account/sessions/end", data={"which": hers_id, "csrf_token": token})
+    mine.post("/account/sessions/end", data={"which": "others", "csrf_token": token})
+
+    assert mine.get("/account").status_code == 200
+    assert elsewhere.get("/account").status_code == 302
+    assert hers.get("/account").status_code == 200
+
+
+def test_an_admin_signs_a_colleague_out_everywhere(app, session):
+    admin = make_staff(session, email="admin@example.org")
+    colleague = make_staff(session, roles=[StaffRole.SHIPPING], email="ops@example.org")
+    desk, theirs = app.test_client(), app.test_client()
+    sign_in_as(desk, admin)
+    sign_in_as(theirs, colleague)
+    assert theirs.get("/staff/").status_code == 200
+
+    token = csrf_token(desk, f"/staff/people/{colleague.id}")
+    done = desk.post(f"/staff/people/{colleague.id}/sessions/end", data={"csrf_token": token})
+
+    assert done.status_code == 302
+    assert theirs.get("/staff/").status_code == 302
+    assert "Where you are signed in" in desk.get("/staff/sessions").get_data(as_text=True)
