@@ -162,16 +162,21 @@ def test_staff_sign_in_is_rate_limited_per_account(client, session):
     assert statuses == [401] * 10 + [429]
 
 
+def staff_password(client, token, email, password, remote):
+    """A staff password sent from the client address ``remote``; the answer's status."""
+    return client.post(
+        "/staff/sign-in",
+        data={"email": email, "password": password, "csrf_token": token},
+        environ_base={"REMOTE_ADDR": remote},
+    ).status_code
+
+
 def test_a_stranger_cannot_lock_staff_out_by_guessing_their_password(client, session):
     make_staff(session, email="ops@example.org")
     token = csrf_token(client, "/staff/sign-in")
 
     def attempt(password, remote):
-        return client.post(
-            "/staff/sign-in",
-            data={"email": "ops@example.org", "password": password, "csrf_token": token},
-            environ_base={"REMOTE_ADDR": remote},
-        ).status_code
+        return staff_password(client, token, "ops@example.org", password, remote)
 
     # Ten wrong guesses, each from another address; one client guessing on and on.
     assert [attempt("guess", f"198.51.100.{n}") for n in range(10)] == [401] * 10
@@ -185,11 +190,7 @@ def test_past_the_account_ceiling_only_clients_that_guessed_wrong_are_stopped(cl
     token = csrf_token(client, "/staff/sign-in")
 
     def attempt(password, remote):
-        return client.post(
-            "/staff/sign-in",
-            data={"email": "ops@example.org", "password": password, "csrf_token": token},
-            environ_base={"REMOTE_ADDR": remote},
-        ).status_code
+        return staff_password(client, token, "ops@example.org", password, remote)
 
     statuses = [attempt("guess", f"198.51.100.{n}") for n in range(100)]
     assert statuses == [401] * 100
