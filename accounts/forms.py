@@ -28,10 +28,10 @@ _EMAIL = [
 
 
 class EndSessionForm(FlaskForm):
-    """Ending one of one's own sessions (by its row id) or every other one (``others``)."""
+    """Ending one of one's own sessions (by its row id) or every other one (``others``); the
+    page writes ``which`` into each button's form itself."""
 
     which = StringField(
-        widget=HiddenInput(),
         validators=[
             DataRequired("Choose a session to end."),
             Regexp(r"^(others|[0-9a-f]{64})$", message="Choose a session to end."),

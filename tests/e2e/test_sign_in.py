@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from accounts.models import StaffRole
 from core.db import get_database
 from tests.e2e.conftest import LiveServer
-from tests.e2e.journeys import plug_in_staff_key
+from tests.e2e.journeys import plug_in_staff_key, sign_in_by_link
 from tests.factories import STAFF_PASSWORD, make_maintainer, make_staff
 
 pytestmark = pytest.mark.e2e
@@ -96,3 +96,38 @@ def test_staff_sign_in_with_a_password(live_server: LiveServer, page: Page):
     page.get_by_role("link", name="Audit log").first.click()
     expect(page.locator("main")).to_contain_text("sign_in.staff")
     live_server.screenshot(page, "audit-log")
+
+
+def test_a_maintainer_signs_a_lost_phone_out_from_their_laptop(
+    live_server: LiveServer, page: Page, browser: Browser
+):
+    """Signed in on a laptop and on a phone (390 px wide): from the laptop's My account, the
+    phone's session is signed out, and the phone, reloaded, is asked to sign in."""
+    with get_database(live_server.app).transaction() as session:
+        make_maintainer(session, username="journey-lost", email="journey-lost@example.org")
+    phone_context = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+        "(KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1",
+    )
+    try:
+        phone = phone_context.new_page()
+        sign_in_by_link(live_server, phone, "journey-lost")
+        sign_in_by_link(live_server, page, "journey-lost")
+
+        sessions = page.get_by_test_id("sessions")
+        expect(sessions.get_by_role("listitem")).to_have_count(2)
+        expect(sessions).to_contain_text("Safari on iPhone")
+        expect(sessions.get_by_text("this browser")).to_have_count(1)
+        live_server.screenshot(page, "sessions")
+        phone_line = sessions.get_by_role("listitem").filter(has_text="Safari on iPhone")
+        phone_line.get_by_role("button", name="Sign out there").click()
+
+        expect(page.get_by_text("That session is signed out.")).to_be_visible()
+        expect(page.get_by_test_id("sessions").get_by_role("listitem")).to_have_count(1)
+        phone.goto(f"{live_server.url}/account")
+        expect(phone.get_by_role("heading", name="Sign in")).to_be_visible()
+        # At phone width, the page still fits: nothing scrolls sideways.
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    finally:
+        phone_context.close()
