@@ -213,3 +213,16 @@ def test_an_admin_signs_a_colleague_out_everywhere(app, session):
     assert done.status_code == 302
     assert theirs.get("/staff/").status_code == 302
     assert "Where you are signed in" in desk.get("/staff/sessions").get_data(as_text=True)
+
+
+def test_static_files_and_the_health_check_read_no_session(app, client, session, connection):
+    sign_in_as(client, make_maintainer(session))
+    assert client.get("/account").status_code == 200  # a session, and its cookie
+    statements: list[str] = []
+    sa.event.listen(connection, "before_cursor_execute", lambda *a: statements.append(a[2]))
+
+    with client.get("/static/css/app.css") as stylesheet:
+        assert stylesheet.status_code == 200
+    assert statements == []
+    assert client.get("/healthz").status_code == 200
+    assert not any("web_session" in statement for statement in statements)
