@@ -49,3 +49,23 @@ class LastAdmin(AccountsError):
 
 class WeakPassword(AccountsError):
     title = "Choose a longer password"
+
+
+class EnrolmentLinkInvalid(AccountsError):
+    status_code = 404
+    title = "This enrolment link is not valid"
+
+
+class EnrolmentLinkExpired(AccountsError):
+    status_code = 410
+    title = "This enrolment link has expired"
+
+
+class EnrolmentLinkUsed(AccountsError):
+    status_code = 410
+    title = "This enrolment link was already used"
+
+
+class EnrolmentLinkReplaced(AccountsError):
+    status_code = 410
+    title = "This enrolment link was replaced by a newer one"

@@ -1,8 +1,10 @@
 """Staff's second factor on the web: after the password, register a first key (and receive the
 recovery codes) or present one, or type a recovery code; and each staff member's own keys.
 
-Between the password and the key, the browser's signed session holds only who passed the
-password, with its session nonce, for ``PENDING_FOR``; nobody is signed in until the key."""
+Between the password and the key, the session holds only who passed the password, for
+``PENDING_FOR``; nobody is signed in until the key. A first key is registered only in a
+browser that opened the staff member's enrolment link (``accounts.enrolment``): the session
+keeps the link's token until the key spends it."""
 
 from __future__ import annotations
 
@@ -20,17 +22,17 @@ from flask import session as cookie
 from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user
 
-from accounts import second_factor, security_keys, services, sessions
+from accounts import enrolment, second_factor, security_keys, services, sessions
 from accounts.access import (
     current_staff,
     staff_required,
     webauthn_metadata,
 )
-from accounts.errors import InvalidCredentials
-from accounts.forms import ConfirmForm, RecoveryCodeForm
+from accounts.errors import AccountsError, InvalidCredentials
+from accounts.forms import ConfirmForm, RecoveryCodeForm, StaffSignInForm
 from accounts.models import Staff
 from adapters import webauthn
-from core.db import get_session, utcnow
+from core.db import discard_changes, get_session, utcnow
 from core.settings import get_settings
 from web.security import STAFF_SIGN_IN_PER_IP, credential_in, json_object, json_refusal, limiter
 
@@ -39,6 +41,7 @@ bp = Blueprint("staff_keys", __name__)
 PENDING_FOR = timedelta(minutes=10)
 _PENDING = "staff_pending"
 _CODES = "staff_recovery_codes"
+_ENROLMENT = "staff_enrolment"
 
 
 def start_second_factor(staff: Staff, next_page: str) -> ResponseReturnValue:
@@ -71,6 +74,41 @@ def _refused(status: int, message: str) -> ResponseReturnValue:
 
 
 _SIGN_IN_FIRST = "Sign in with your email and password first (it lasts 10 minutes)."
+_NEEDS_LINK = (
+    "Your first key needs the enrolment link an administrator sends you by email. Open it in "
+    "this browser, then sign in again."
+)
+
+
+@bp.get("/staff/enrol/<token>")
+@limiter.limit(STAFF_SIGN_IN_PER_IP)
+def enrol(token: str) -> ResponseReturnValue:
+    """An enrolment link, opened: this browser may register the first key, after the password.
+    (Opening it spends nothing: mail scanners that fetch links must not use it up.)"""
+    try:
+        staff = enrolment.check_link(session=get_session(), token=token)
+    except AccountsError as problem:
+        return render_template(
+            "accounts/enrolment_problem.html", problem=problem
+        ), problem.status_code
+    cookie[_ENROLMENT] = token
+    pending = _pending()
+    if pending is not None and pending.id == staff.id:  # past the password already
+        return redirect(url_for("staff_keys.second_step"))
+    form = StaffSignInForm(formdata=None, email=staff.email)
+    return render_template("accounts/staff_enrol_link.html", staff=staff, form=form)
+
+
+def _enrolment_token(staff: Staff) -> str | None:
+    """The enrolment link this browser opened, if it is ``staff``'s and still good."""
+    token = cookie.get(_ENROLMENT)
+    if not isinstance(token, str):
+        return None
+    try:
+        enrolled = enrolment.check_link(session=get_session(), token=token)
+    except AccountsError:
+        return None
+    return token if enrolled.id == staff.id else None
 
 
 @bp.get("/staff/sign-in/key")
@@ -79,12 +117,15 @@ def second_step() -> ResponseReturnValue:
     if staff is None:
         flash(_SIGN_IN_FIRST, "info")
         return redirect(url_for("accounts.staff_sign_in"))
-    enrolling = not second_factor.has_keys(session=get_session(), staff=staff)
+    if second_factor.has_keys(session=get_session(), staff=staff):
+        template = "accounts/staff_second_step.html"
+    elif _enrolment_token(staff) is None:
+        # The password alone: it may be stolen, so it cannot register the first key.
+        return render_template("accounts/staff_enrol_needed.html", staff=staff), 403
+    else:
+        template = "accounts/staff_enrol.html"
     return render_template(
-        "accounts/staff_enrol.html" if enrolling else "accounts/staff_second_step.html",
-        staff=staff,
-        form=ConfirmForm(),
-        recovery_form=RecoveryCodeForm(formdata=None),
+        template, staff=staff, form=ConfirmForm(), recovery_form=RecoveryCodeForm(formdata=None)
     )
 
 
@@ -151,9 +192,10 @@ def sign_in_with_recovery_code() -> ResponseReturnValue:
 @bp.post("/api/staff/keys/options")
 @limiter.limit(STAFF_SIGN_IN_PER_IP)
 def registration_options() -> ResponseReturnValue:
-    staff = _registering()
-    if staff is None:
-        return _refused(401, _SIGN_IN_FIRST)
+    registering = _registering()
+    if registering is None:
+        return _refused_registration()
+    staff, _link = registering
     options, token = second_factor.registration_options(
         session=get_session(), settings=get_settings(), staff=staff
     )
@@ -163,9 +205,10 @@ def registration_options() -> ResponseReturnValue:
 @bp.post("/api/staff/keys")
 @limiter.limit(STAFF_SIGN_IN_PER_IP)
 def register_key() -> ResponseReturnValue:
-    staff, body = _registering(), (json_object() or {})
-    if staff is None:
-        return _refused(401, _SIGN_IN_FIRST)
+    registering, body = _registering(), (json_object() or {})
+    if registering is None:
+        return _refused_registration()
+    staff, link = registering
     try:
         _key, codes = second_factor.register(
             session=get_session(),
@@ -175,11 +218,15 @@ def register_key() -> ResponseReturnValue:
             token=str(body.get("token", "")),
             response=credential_in(body),
             name=str(body.get("name", "")),
-            signing_in=not current_user.is_authenticated,
+            enrolment_token=link,
         )
     except (webauthn.WebAuthnError, security_keys.KeyProblem) as problem:
         return _refused(problem.status_code, problem.message)
-    if not current_user.is_authenticated:  # enrolment: the key just proved the second factor
+    except AccountsError as problem:  # the link was spent meanwhile: store no key
+        discard_changes()
+        return _refused(problem.status_code, problem.message)
+    if link is not None:  # enrolment: the key just proved the second factor
+        cookie.pop(_ENROLMENT, None)
         _finish(staff)
     if codes:
         cookie[_CODES] = codes  # shown once, on the next page, then dropped
@@ -188,14 +235,24 @@ def register_key() -> ResponseReturnValue:
     return jsonify(message="Key registered.", next=url_for("staff_keys.my_keys"))
 
 
-def _registering() -> Staff | None:
-    """A staff member signed in (adding a key), or past the password without a key yet."""
+def _registering() -> tuple[Staff, str | None] | None:
+    """Who may register a key now: a staff member signed in (adding a key), or one past the
+    password without a key yet, in the browser that opened their enrolment link (its token
+    comes with them, to be spent). None: nobody."""
     if current_user.is_authenticated and current_user.is_staff:
-        return current_staff()
+        return current_staff(), None
+    staff = _pending()
+    if staff is None or second_factor.has_keys(session=get_session(), staff=staff):
+        return None
+    link = _enrolment_token(staff)
+    return None if link is None else (staff, link)
+
+
+def _refused_registration() -> ResponseReturnValue:
     staff = _pending()
     if staff is not None and not second_factor.has_keys(session=get_session(), staff=staff):
-        return staff
-    return None
+        return _refused(403, _NEEDS_LINK)
+    return _refused(401, _SIGN_IN_FIRST)
 
 
 @bp.get("/staff/recovery-codes")

@@ -222,6 +222,22 @@ class RecoveryCode(SQLModel, table=True):
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class StaffEnrolment(SQLModel, table=True):
+    """A single-use, expiring link an admin issues so a staff member can register their first
+    security key (``accounts.enrolment``): the password alone is not enough. Only the SHA-256
+    of its token is kept; a newer link replaces the ones before it."""
+
+    __tablename__ = "staff_enrolment"
+
+    id: int | None = Field(default=None, primary_key=True)
+    staff_id: int = Field(foreign_key="staff.id", index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    expires_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    replaced_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
 class ErasureRequest(SQLModel, table=True):
     """A maintainer asked for their personal data to be erased. What can go at once goes at
     once; while a parcel is in flight the request stays open (programme staff see it) and the

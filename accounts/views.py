@@ -10,7 +10,7 @@ from flask_limiter.util import get_remote_address
 from flask_login import current_user, login_user, logout_user
 from werkzeug.exceptions import TooManyRequests
 
-from accounts import second_factor, services, sessions
+from accounts import enrolment, second_factor, security_keys, services, sessions
 from accounts.access import (
     current_maintainer,
     current_staff,
@@ -37,7 +37,7 @@ from accounts.forms import (
     StaffSignInForm,
 )
 from accounts.key_views import start_second_factor
-from accounts.models import StaffRole
+from accounts.models import Staff, StaffRole
 from core.actors import ActorKind
 from core.audit import AuditFilter, search_audit_events
 from core.db import get_session
@@ -241,8 +241,14 @@ def staff_create() -> ResponseReturnValue:
         except StaffEmailTaken as problem:
             form.email.errors.append(problem.message)
         else:
+            _send_enrolment_link(staff, reset=False)
             # Shown once, never stored in clear: the admin hands it over and it can be reset.
-            return render_template("accounts/staff_password.html", staff=staff, password=password)
+            return render_template(
+                "accounts/staff_password.html",
+                staff=staff,
+                password=password,
+                enrolment_hours=get_settings().staff_enrolment_hours,
+            )
     return render_template("accounts/staff_form.html", form=form, staff=None), form_status(form)
 
 
@@ -270,7 +276,11 @@ def staff_edit(staff_id: int) -> ResponseReturnValue:
             flash(f"Saved {staff.name}.", "success")
             return redirect(url_for("accounts.staff_list"))
     return render_template(
-        "accounts/staff_form.html", form=form, staff=staff, reset_form=ConfirmForm()
+        "accounts/staff_form.html",
+        form=form,
+        staff=staff,
+        keys=security_keys.keys_of(session=session, owner=staff),
+        reset_form=ConfirmForm(),
     ), form_status(form)
 
 
@@ -288,6 +298,38 @@ def staff_end_sessions(staff_id: int) -> ResponseReturnValue:
     )
     flash(f"Signed {staff.name} out of {ended} session(s).", "success")
     return redirect(url_for("accounts.staff_edit", staff_id=staff_id))
+
+
+@bp.post("/staff/people/<int:staff_id>/keys/reset")
+@staff_required(StaffRole.ADMIN)
+def staff_reset_keys(staff_id: int) -> ResponseReturnValue:
+    """Their keys and recovery codes stop working, they are signed out everywhere, and a new
+    enrolment link is emailed to them: for a lost keyring, or a key someone else registered."""
+    if not ConfirmForm().validate_on_submit():
+        abort(400, "The form expired. Go back, reload the page and try again.")
+    staff = services.get_staff(session=get_session(), staff_id=staff_id)
+    _send_enrolment_link(staff, reset=True)
+    hours = get_settings().staff_enrolment_hours
+    flash(
+        f"{staff.name}'s keys and recovery codes no longer work and they are signed out "
+        f"everywhere. An enrolment link is on its way to {staff.email}: it works once, for "
+        f"{hours} hours, to register a new key.",
+        "success",
+    )
+    return redirect(url_for("accounts.staff_edit", staff_id=staff_id))
+
+
+def _send_enrolment_link(staff: Staff, *, reset: bool) -> None:
+    settings = get_settings()
+    issue = second_factor.reset_keys if reset else enrolment.issue_link
+    issue(
+        session=get_session(),
+        actor=services.actor_for(current_user),
+        staff=staff,
+        valid_for=timedelta(hours=settings.staff_enrolment_hours),
+        mailer=get_mailer(),
+        base_url=settings.base_url,
+    )
 
 
 @bp.get("/staff/sessions")

@@ -90,6 +90,8 @@ class Settings:
     low_stock_alerts: tuple[int, ...] = (400, 100)
 
     sign_in_link_minutes: int = 15
+    # A staff member's first security key needs an enrolment link from an admin; it works once.
+    staff_enrolment_hours: int = 72
     # Sign-in sessions are kept on the server and end after this long unused, or this long
     # after sign-in at the most.
     staff_session_idle_minutes: int = 120
@@ -223,6 +225,8 @@ class Settings:
             raise SettingsError("KEYS_CRITICAL_PERCENT must be above 0 and at most 100")
         if self.sign_in_link_minutes < 1:
             raise SettingsError("KEYS_SIGN_IN_LINK_MINUTES must be at least 1")
+        if not 1 <= self.staff_enrolment_hours <= 14 * 24:
+            raise SettingsError("KEYS_STAFF_ENROLMENT_HOURS must be between 1 and 336 (14 days)")
         self._validate_labels()
 
     def _validate_labels(self) -> None:
@@ -324,6 +328,9 @@ class Settings:
             critical_sticky=env.flag("KEYS_CRITICAL_STICKY", cls.critical_sticky),
             low_stock_alerts=env.counts("KEYS_LOW_STOCK_ALERTS", cls.low_stock_alerts),
             sign_in_link_minutes=env.integer("KEYS_SIGN_IN_LINK_MINUTES", 15),
+            staff_enrolment_hours=env.integer(
+                "KEYS_STAFF_ENROLMENT_HOURS", cls.staff_enrolment_hours
+            ),
             staff_session_idle_minutes=env.integer(
                 "KEYS_STAFF_SESSION_IDLE_MINUTES", cls.staff_session_idle_minutes
             ),

@@ -39,6 +39,7 @@ EXPECTED: dict[str, str | set[StaffRole]] = {
     "accounts.staff_create": {StaffRole.ADMIN},
     "accounts.staff_edit": {StaffRole.ADMIN},
     "accounts.staff_reset_password": {StaffRole.ADMIN},
+    "accounts.staff_reset_keys": {StaffRole.ADMIN},
     "accounts.audit_log": {StaffRole.ADMIN, StaffRole.VIEWER},
     "claims.my_eligibility": MAINTAINER,
     "claims.set_country": MAINTAINER,
@@ -92,6 +93,8 @@ EXPECTED: dict[str, str | set[StaffRole]] = {
     "activation.sign_in_with_key": PUBLIC,
     # Between the password and the key: nobody here has passed a password, so all are refused.
     "staff_keys.second_step": AFTER_PASSWORD,
+    # An enrolment link: its token is the key (an unknown one here gets its own 404 page).
+    "staff_keys.enrol": PUBLIC,
     "staff_keys.sign_in_options": AFTER_PASSWORD,
     "staff_keys.sign_in_with_key": AFTER_PASSWORD,
     "staff_keys.sign_in_with_recovery_code": AFTER_PASSWORD,

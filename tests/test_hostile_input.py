@@ -401,6 +401,9 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("accounts.staff_end_sessions", "POST"): Target(
         STAFF, "/staff/people/{staff}/sessions/end", fuzz_path={"staff": ["{colleague}"]}
     ),
+    ("accounts.staff_reset_keys", "POST"): Target(
+        STAFF, "/staff/people/{staff}/keys/reset", fuzz_path={"staff": ["{colleague}"]}
+    ),
     ("accounts.staff_end_session", "POST"): Target(
         STAFF, "/staff/sessions/end", {"which": "others"}
     ),

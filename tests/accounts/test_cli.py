@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 from sqlmodel import func, select
 
 from accounts import services
-from accounts.models import Maintainer, Staff, StaffRole
+from accounts.models import Maintainer, SecurityKey, Staff, StaffRole
 from distribution.shipping import fulfilment
 from distribution.stock import services as stock
 from eligibility.critical import look_up_project
 from eligibility.models import ProjectRole
+from tests.accounts.test_second_factor import add_key
 
 
 def invoke(app, *args, input=None):
@@ -93,6 +95,34 @@ def test_staff_reset_password_and_list(app, session):
     listing = json.loads(invoke(app, "staff", "list", "--json").output)
     assert [(s["email"], s["roles"]) for s in listing["staff"]] == [("a@example.org", ["admin"])]
     missing = invoke(app, "staff", "reset-password", "nobody@example.org")
+    assert missing.exit_code == 1 and "No staff member" in missing.output
+
+
+def test_staff_create_and_reset_keys_show_an_enrolment_link_once(app, client, session, settings):
+    """The operator at the terminal hands over the first admin's password and enrolment link;
+    `reset-keys` stops the keys, ends the sessions and prints a new link."""
+    created = invoke(
+        app, "staff", "create", "--email", "a@example.org", "--name", "Ann", "--role", "admin"
+    )
+    assert created.exit_code == 0, created.output
+    first = re.search(r"shown once, works once, for 72 hours\): (\S+)", created.output)
+    assert first and first.group(1).startswith("http://localhost/staff/enrol/")
+    first_link = first.group(1).removeprefix("http://localhost")
+    assert "Welcome, Ann" in client.get(first_link).get_data(as_text=True)
+    staff = services.find_staff_by_email(session=session, email="a@example.org")
+    assert staff is not None
+    add_key(session, settings, staff, "Desk key")
+    session.flush()
+
+    reset = invoke(app, "staff", "reset-keys", "A@example.org", "--json")
+    assert reset.exit_code == 0, reset.output
+    report = json.loads(reset.output)
+    assert report["email"] == "a@example.org" and report["enrolment_hours"] == 72
+    assert session.exec(select(SecurityKey)).one().removed_at is not None
+    assert client.get(first_link).status_code == 410  # replaced by the new link
+    new_link = report["enrolment_link"].removeprefix("http://localhost")
+    assert "Welcome, Ann" in client.get(new_link).get_data(as_text=True)
+    missing = invoke(app, "staff", "reset-keys", "nobody@example.org")
     assert missing.exit_code == 1 and "No staff member" in missing.output
 
 

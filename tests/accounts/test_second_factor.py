@@ -1,6 +1,7 @@
 """Staff sign in with a password and then a security key (or a recovery code); a first key is
-registered on the way in, with eight recovery codes shown once. Removing a key keeps its record,
-and never the last one, even from two tabs at once."""
+registered on the way in, in a browser that opened the enrolment link an admin issued, with
+eight recovery codes shown once. Removing a key keeps its record, and never the last one, even
+from two tabs at once."""
 
 from __future__ import annotations
 
@@ -9,20 +10,22 @@ import hashlib
 import hmac
 import re
 import threading
+from datetime import timedelta
 from uuid import UUID
 
 import pytest
 from sqlmodel import Session, select
 
-from accounts import second_factor, security_keys
-from accounts.models import RecoveryCode, SecurityKey, Staff
+from accounts import enrolment, second_factor, security_keys
+from accounts.models import RecoveryCode, SecurityKey, Staff, StaffRole
 from accounts.security_keys import KeyProblem
 from accounts.services import actor_for
 from adapters import webauthn
+from core.actors import Actor
 from core.audit import AuditEvent
 from core.db import create_db_engine
 from tests.distribution.test_concurrency import race
-from tests.factories import STAFF_PASSWORD, csrf_token, make_staff
+from tests.factories import STAFF_PASSWORD, csrf_token, make_staff, sign_in_as
 from tests.soft_authenticator import SoftAuthenticator, TestCA
 
 OTHER_MAKE = UUID("01020304-0506-0708-0102-030405060708")
@@ -64,11 +67,40 @@ def api(client, path, body=None):
     )
 
 
+def issue_link(session, staff, hours=1):
+    return enrolment.issue_link(
+        session=session, actor=Actor.system("test"), staff=staff, valid_for=timedelta(hours=hours)
+    )
+
+
+def open_link(client, session, staff):
+    """The staff member's enrolment link, as an admin issued it, opened in this browser."""
+    return client.get(f"/staff/enrol/{issue_link(session, staff)}")
+
+
 def enrol(client, key, name="Office key"):
     begun = api(client, "/api/staff/keys/options").get_json()
     credential = key.register(begun["publicKey"], origin=ORIGIN)
     return api(
         client, "/api/staff/keys", {"token": begun["token"], "name": name, "credential": credential}
+    )
+
+
+def add_key(session, settings, staff, name):
+    """Register a key for ``staff`` as they would once signed in (no enrolment link)."""
+    options, token = second_factor.registration_options(
+        session=session, settings=settings, staff=staff
+    )
+    second_factor.register(
+        session=session,
+        settings=settings,
+        metadata=webauthn.Metadata.bundled(),
+        staff=staff,
+        token=token,
+        response=SoftAuthenticator(aaguid=OTHER_MAKE).register(
+            options, origin=ORIGIN, attestation="none"
+        ),
+        name=name,
     )
 
 
@@ -82,6 +114,8 @@ def test_a_first_sign_in_registers_a_key_and_shows_recovery_codes_once(client, s
     wrong = password(client, secret="nope")
     assert wrong.status_code == 401 and "do not match an active staff account" in text(wrong)
 
+    welcome = open_link(client, session, staff)
+    assert welcome.status_code == 200 and "Welcome, Olu Ops" in text(welcome)
     right = password(client)
     assert right.status_code == 302 and right.location.endswith("/staff/sign-in/key")
     assert client.get("/staff/").status_code == 302  # not signed in until the key
@@ -109,6 +143,7 @@ def test_a_first_sign_in_registers_a_key_and_shows_recovery_codes_once(client, s
 
 
 def test_later_sign_ins_need_the_key_or_a_recovery_code(client, session, staff, key):
+    open_link(client, session, staff)
     password(client)
     enrol(client, key)
     codes = re.findall(r"<code>([A-Z0-9-]{11})</code>", text(client.get("/staff/recovery-codes")))
@@ -150,8 +185,9 @@ def test_later_sign_ins_need_the_key_or_a_recovery_code(client, session, staff, 
     "target",
     ["/staff/%0d%0aSet-Cookie:%20x=1", "/%09/evil.example", "/%E2%80%AE", "/" + "a" * 1000],
 )
-def test_a_next_page_that_is_not_a_plain_path_here_is_ignored(client, staff, key, target):
+def test_a_next_page_that_is_not_a_plain_path_here_is_ignored(client, session, staff, key, target):
     # CR/LF made the redirect after the key a 500; a tab made it "//evil.example", another site.
+    open_link(client, session, staff)
     password(client)
     enrol(client, key)
     client.post("/sign-out", data={"csrf_token": csrf_token(client, "/staff/")})
@@ -163,6 +199,7 @@ def test_a_next_page_that_is_not_a_plain_path_here_is_ignored(client, staff, key
 
 
 def test_the_last_key_cannot_be_removed(client, session, staff, key):
+    open_link(client, session, staff)
     password(client)
     enrol(client, key)
     client.get("/staff/recovery-codes")
@@ -192,9 +229,11 @@ def test_the_last_key_cannot_be_removed(client, session, staff, key):
 
 def test_another_staff_members_key_is_not_found(client, session, staff, key):
     other = make_staff(session, email="desk@example.org")
+    open_link(client, session, other)
     password(client, email="desk@example.org")
     enrol(client, SoftAuthenticator(aaguid=OTHER_MAKE, ca=TestCA.create()), name="Desk")
     client.post("/sign-out", data={"csrf_token": csrf_token(client, "/staff/")})
+    open_link(client, session, staff)
     password(client)
     enrol(client, key)
     enrol(client, SoftAuthenticator(aaguid=OTHER_MAKE, ca=TestCA.create()), name="Spare")
@@ -263,20 +302,7 @@ def test_two_tabs_removing_the_last_two_keys_at_once_leave_one(databases, settin
     with Session(engine) as session:
         staff = make_staff(session, email="racer@example.org")
         for name in ("Office key", "Spare"):
-            options, token = second_factor.registration_options(
-                session=session, settings=settings, staff=staff
-            )
-            second_factor.register(
-                session=session,
-                settings=settings,
-                metadata=webauthn.Metadata.bundled(),
-                staff=staff,
-                token=token,
-                response=SoftAuthenticator(aaguid=OTHER_MAKE).register(
-                    options, origin=ORIGIN, attestation="none"
-                ),
-                name=name,
-            )
+            add_key(session, settings, staff, name)
         session.commit()
         key_ids = [key.id for key in session.exec(select(SecurityKey)).all()]
 
@@ -319,3 +345,128 @@ def test_the_step_after_the_password_lasts_ten_minutes(client, staff, key):
     late = client.get("/staff/sign-in/key")
     assert late.status_code == 302 and late.location.endswith("/staff/sign-in")
     assert api(client, "/api/staff/keys/options").status_code == 401
+
+
+# --- enrolment links and resets ----------------------------------------------------------------
+
+
+def test_a_stolen_password_alone_cannot_register_a_first_key(client, session, staff, key):
+    """Someone with the password and their own key, without the enrolment link: no key is
+    registered and nobody is signed in; the page says what the owner needs."""
+    issue_link(session, staff)  # emailed to the owner, not opened by this browser
+    assert password(client).status_code == 302
+
+    page = client.get("/staff/sign-in/key")
+    assert page.status_code == 403
+    assert "Your first key needs an enrolment link" in text(page)
+    refused = api(client, "/api/staff/keys/options")
+    assert refused.status_code == 403 and "enrolment link" in refused.get_json()["message"]
+    # A registration token from another source is refused the same way.
+    forged = api(client, "/api/staff/keys", {"token": "x" * 40, "name": "Mine", "credential": {}})
+    assert forged.status_code == 403
+    assert session.exec(select(SecurityKey)).all() == []
+    assert client.get("/staff/").status_code == 302
+    assert [action for action, _ in sign_ins(session)] == ["sign_in.staff_password"]
+
+
+def test_an_enrolment_link_enrols_only_its_owner(client, session, staff, key):
+    """A link opened for one staff member does not let another register a key."""
+    other = make_staff(session, email="desk@example.org")
+    open_link(client, session, other)
+    password(client)  # Olu's password, Desk's link
+    assert client.get("/staff/sign-in/key").status_code == 403
+    assert api(client, "/api/staff/keys/options").status_code == 403
+
+
+def test_an_enrolment_link_works_once(client, session, staff, key):
+    token = issue_link(session, staff)
+    client.get(f"/staff/enrol/{token}")
+    password(client)
+    assert enrol(client, key).status_code == 200
+    client.post("/sign-out", data={"csrf_token": csrf_token(client, "/staff/")})
+
+    again = client.get(f"/staff/enrol/{token}")
+    assert again.status_code == 410
+    assert "This enrolment link was already used" in text(again)
+    assert "tell an administrator at once" in text(again)
+    events = session.exec(select(AuditEvent)).all()
+    assert sorted(e.action for e in events if "enrolment" in e.action) == [
+        "staff.enrolment_issued",
+        "staff.enrolment_used",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("case", "status", "title"),
+    [
+        ("unknown", 404, "This enrolment link is not valid"),
+        ("expired", 410, "This enrolment link has expired"),
+        ("replaced", 410, "This enrolment link was replaced by a newer one"),
+    ],
+)
+def test_a_link_that_cannot_enrol_has_its_own_page(client, session, staff, case, status, title):
+    token = issue_link(session, staff, hours=0 if case == "expired" else 1)
+    if case == "replaced":
+        issue_link(session, staff)
+    page = client.get(f"/staff/enrol/{'x' * 43 if case == 'unknown' else token}")
+    assert page.status_code == status
+    assert f"<h1>{title}</h1>" in text(page)
+    assert "Reset keys and send a new enrolment link" in text(page)  # who can help, and how
+    # The browser holds nothing that would let a password register a key.
+    password(client)
+    assert client.get("/staff/sign-in/key").status_code == 403
+
+
+def test_an_admin_resets_a_staff_members_keys(app, client, session, staff, key, mailbox):
+    """A lost keyring: the keys and recovery codes stop working, every session ends, and the
+    emailed enrolment link lets the owner register a new key."""
+    open_link(client, session, staff)
+    password(client)
+    enrol(client, key)
+    assert client.get("/staff/recovery-codes").status_code == 200
+    admin = make_staff(session, email="boss@example.org", name="Bea Boss")
+    desk = app.test_client()
+    sign_in_as(desk, admin)
+    form = text(desk.get(f"/staff/people/{staff.id}"))
+    assert "Office key, registered" in form
+
+    reset = desk.post(
+        f"/staff/people/{staff.id}/keys/reset",
+        data={"csrf_token": csrf_token(desk, f"/staff/people/{staff.id}")},
+    )
+    assert reset.status_code == 302
+    assert "An enrolment link is on its way to ops@example.org" in text(desk.get(reset.location))
+    assert client.get("/staff/").status_code == 302  # signed out everywhere
+    assert session.exec(select(SecurityKey)).one().removed_at is not None
+    assert second_factor.recovery_codes_left(session=session, staff=staff) == 0
+    (event,) = session.exec(select(AuditEvent).where(AuditEvent.action == "staff.keys_reset"))
+    assert (event.actor_label, event.details) == (
+        "boss@example.org",
+        {"keys_removed": 1, "sessions_ended": 1},
+    )
+
+    # The old key no longer signs in: the password leads to the enrolment page instead.
+    password(client)
+    assert client.get("/staff/sign-in/key").status_code == 403
+    mail = mailbox.to("ops@example.org")[-1]
+    assert mail["Subject"] == "Register your security key for the Security Key Giveaway"
+    link = mailbox.last_link("ops@example.org")
+    assert link.startswith("http://localhost/staff/enrol/")
+    assert client.get(link.removeprefix("http://localhost")).status_code == 302  # to the key step
+    new_key = SoftAuthenticator(aaguid=OTHER_MAKE, ca=TestCA.create())
+    assert enrol(client, new_key, name="New key").status_code == 200
+    assert "Olu Ops" in text(client.get("/staff/"))
+
+
+def test_only_admins_reset_keys(app, session, staff):
+    shipping = make_staff(session, roles=[StaffRole.SHIPPING])
+    desk = app.test_client()
+    sign_in_as(desk, shipping)
+    refused = desk.post(
+        f"/staff/people/{staff.id}/keys/reset",
+        data={"csrf_token": csrf_token(desk, "/staff/")},
+    )
+    assert refused.status_code == 403
+    assert (
+        session.exec(select(AuditEvent).where(AuditEvent.action == "staff.keys_reset")).all() == []
+    )

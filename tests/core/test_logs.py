@@ -22,7 +22,7 @@ from werkzeug.serving import make_server
 
 from distribution.models import Shipment
 from eligibility.services import ensure_project
-from tests.accounts.test_second_factor import OTHER_MAKE, enrol, password
+from tests.accounts.test_second_factor import OTHER_MAKE, enrol, issue_link, password
 from tests.conftest import free_port
 from tests.distribution.claims.test_views import BERLIN, get_code, redeem
 from tests.factories import (
@@ -108,7 +108,10 @@ def test_a_journey_logs_one_line_per_request_and_nothing_personal(
     assert shipment.phone == "+49301234567"
     client.post("/sign-out", data={"csrf_token": csrf_token(client, "/claim")})
 
-    # A staff member signs in with a password and a first key, and sees recovery codes.
+    # A staff member opens their enrolment link, signs in with a password and a first key,
+    # and sees recovery codes.
+    enrolment_token = issue_link(session, staff)
+    assert client.get(f"/staff/enrol/{enrolment_token}").status_code == 200
     assert password(client, email=STAFF_EMAIL).status_code == 302
     key = SoftAuthenticator(aaguid=OTHER_MAKE, ca=TestCA.create())
     assert enrol(client, key).status_code == 200
@@ -123,6 +126,7 @@ def test_a_journey_logs_one_line_per_request_and_nothing_personal(
         EMAIL,
         STAFF_EMAIL,
         token,
+        enrolment_token,
         code,
         code.replace("-", ""),
         BERLIN["address_street_address"],
@@ -147,6 +151,7 @@ def test_a_journey_logs_one_line_per_request_and_nothing_personal(
         assert line["duration_ms"] >= 0
     routes = {line["route"] for line in request_lines}
     assert "/sign-in/link/<token>" in routes and "/claim/redeem" in routes
+    assert "/staff/enrol/<token>" in routes
 
     # Who: a kind and an id, once signed in; signing out makes the next request anonymous.
     redeemed = next(

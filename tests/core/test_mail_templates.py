@@ -19,6 +19,12 @@ CONTEXTS: dict[str, dict[str, object]] = {
         "token": "tok_abc-123",
         "minutes": 15,
     },
+    "staff_enrolment.txt": {
+        "greeting_name": "Olu",
+        "link": "https://keys.example.org/staff/enrol/tok_abc-123",
+        "hours": 72,
+        "issued_by": "admin@example.org",
+    },
     "appeal_decided.txt": {
         "greeting_name": "Ada",
         "granted": True,

@@ -10,12 +10,14 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from email.message import EmailMessage
 
 from playwright.sync_api import Browser, Locator, Page, expect
 from sqlmodel import Session
 
-from accounts.services import actor_for, find_maintainer_by_username
+from accounts import enrolment, second_factor
+from accounts.services import actor_for, find_maintainer_by_username, find_staff_by_email
 from adapters.addresses import validate_address
 from core.actors import Actor
 from core.db import get_database
@@ -139,13 +141,30 @@ def plug_in_staff_key(page: Page) -> None:
         _staff_keys[page] = added["authenticatorId"]
 
 
+def enrolment_link(live_server: LiveServer, email: str) -> str:
+    """A new enrolment link for the staff member, as an admin issues one (here without
+    the email, which the enrolment journey follows)."""
+    with get_database(live_server.app).transaction() as session:
+        staff = find_staff_by_email(session=session, email=email)
+        assert staff is not None, email
+        token = enrolment.issue_link(
+            session=session, actor=Actor.system("test"), staff=staff, valid_for=timedelta(hours=1)
+        )
+    return f"{live_server.url}/staff/enrol/{token}"
+
+
 def sign_in_as_staff(
     live_server: LiveServer, page: Page, email: str, *, landing: str = "Staff home"
 ) -> None:
-    """Password, then the security key: registered on the first sign-in (its recovery codes
-    taken note of), touched on the next ones."""
+    """Password, then the security key: registered on the first sign-in, in the browser that
+    opened the enrolment link (its recovery codes taken note of), touched on the next ones."""
     plug_in_staff_key(page)
-    page.goto(f"{live_server.url}/staff/sign-in")
+    with get_database(live_server.app).transaction() as session:
+        staff = find_staff_by_email(session=session, email=email)
+        enrolling = staff is not None and not second_factor.has_keys(session=session, staff=staff)
+    page.goto(
+        enrolment_link(live_server, email) if enrolling else f"{live_server.url}/staff/sign-in"
+    )
     page.get_by_label("Email address").fill(email)
     page.get_by_label("Password").fill(STAFF_PASSWORD)
     page.get_by_role("button", name="Sign in").click()

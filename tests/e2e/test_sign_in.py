@@ -1,6 +1,9 @@
-"""Journeys: a maintainer signs in by an emailed link; a staff member signs in with a password."""
+"""Journeys: a maintainer signs in by an emailed link; a staff member signs in with a password
+and a security key, registered with the enrolment link an admin sent."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -8,7 +11,13 @@ from playwright.sync_api import Browser, Page, expect
 from accounts.models import StaffRole
 from core.db import get_database
 from tests.e2e.conftest import LiveServer
-from tests.e2e.journeys import plug_in_staff_key, sign_in_by_link
+from tests.e2e.journeys import (
+    another_browser,
+    enrolment_link,
+    plug_in_staff_key,
+    sign_in_as_staff,
+    sign_in_by_link,
+)
 from tests.factories import STAFF_PASSWORD, make_maintainer, make_staff
 
 pytestmark = pytest.mark.e2e
@@ -54,7 +63,9 @@ def test_a_maintainer_sees_a_clear_error_for_a_bad_address(live_server: LiveServ
     expect(page.get_by_text("Enter an email address like name@example.org.")).to_be_visible()
 
 
-def test_staff_sign_in_with_a_password(live_server: LiveServer, page: Page):
+def test_staff_sign_in_with_a_password_and_a_key_enrolled_by_link(
+    live_server: LiveServer, page: Page
+):
     with get_database(live_server.app).transaction() as session:
         make_staff(
             session, email="journey-admin@example.org", name="Jo Admin", roles=[StaffRole.ADMIN]
@@ -66,10 +77,18 @@ def test_staff_sign_in_with_a_password(live_server: LiveServer, page: Page):
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_text("do not match an active staff account")).to_be_visible()
 
-    # Right password: a first sign-in registers a security key and shows the recovery codes.
+    # The right password alone (it may be stolen) cannot register the first key.
     plug_in_staff_key(page)
     page.get_by_label("Password").fill(STAFF_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
+    expect(
+        page.get_by_role("heading", name="Your first key needs an enrolment link")
+    ).to_be_visible()
+    live_server.screenshot(page, "staff-enrolment-needed")
+
+    # The enrolment link an admin issued, opened in this browser just past the password: on
+    # to a first key, and the recovery codes.
+    page.goto(enrolment_link(live_server, "journey-admin@example.org"))
     expect(page.get_by_role("heading", name="Register your security key")).to_be_visible()
     page.get_by_role("button", name="Register a key").click()
     expect(page.locator("#key-status")).to_contain_text("Give the key a name first")
@@ -96,6 +115,61 @@ def test_staff_sign_in_with_a_password(live_server: LiveServer, page: Page):
     page.get_by_role("link", name="Audit log").first.click()
     expect(page.locator("main")).to_contain_text("sign_in.staff")
     live_server.screenshot(page, "audit-log")
+
+
+def test_an_admin_adds_a_colleague_who_enrols_by_the_emailed_link(
+    live_server: LiveServer, page: Page, browser: Browser
+):
+    """The admin adds Kim and hands over the password; Kim registers a key with the emailed
+    link. Kim loses the keyring: the admin resets the keys, Kim is signed out, the old link
+    explains itself and the new one enrols a new key."""
+    with get_database(live_server.app).transaction() as session:
+        make_staff(session, email="journey-boss@example.org", name="Bo Boss")
+    sign_in_as_staff(live_server, page, "journey-boss@example.org")
+    page.get_by_role("link", name="People").first.click()
+    page.get_by_role("link", name="Add a staff member").click()
+    page.get_by_label("Name").fill("Kim Desk")
+    page.get_by_label("Email address").fill("journey-kim@example.org")
+    page.get_by_label(re.compile("^shipping")).check()
+    page.get_by_role("button", name="Add staff member").click()
+    expect(page.get_by_role("heading", name="Password for Kim Desk")).to_be_visible()
+    expect(page.locator("main")).to_contain_text("the enrolment link emailed to them")
+    password = page.get_by_test_id("new-password").inner_text()
+
+    with another_browser(browser) as kim:
+        plug_in_staff_key(kim)
+        first_link = live_server.mailbox.last_link("journey-kim@example.org")
+        kim.goto(first_link)
+        expect(kim.get_by_role("heading", name="Welcome, Kim Desk")).to_be_visible()
+        live_server.screenshot(kim, "staff-enrolment-link")
+        kim.get_by_label("Password").fill(password)
+        kim.get_by_role("button", name="Sign in").click()
+        kim.get_by_label("Name of the key").fill("Keyring")
+        kim.get_by_role("button", name="Register a key").click()
+        expect(kim.get_by_test_id("recovery-codes").get_by_role("listitem")).to_have_count(8)
+        kim.get_by_role("link", name="I have saved them").click()
+        expect(kim.get_by_role("heading", name="Staff home")).to_be_visible()
+
+        page.get_by_role("link", name="People").first.click()
+        page.get_by_role("link", name="Kim Desk").click()
+        expect(page.get_by_test_id("staff-keys")).to_contain_text("Keyring, registered")
+        page.get_by_role("button", name="Reset keys and send a new enrolment link").click()
+        expect(page.get_by_text("An enrolment link is on its way to journey-kim@")).to_be_visible()
+        expect(page.get_by_test_id("staff-keys")).to_contain_text("No key yet")
+
+        kim.reload()
+        expect(kim.get_by_role("heading", name="Staff sign-in")).to_be_visible()
+        kim.goto(first_link)
+        expect(
+            kim.get_by_role("heading", name="This enrolment link was already used")
+        ).to_be_visible()
+        live_server.screenshot(kim, "staff-enrolment-used")
+        kim.goto(live_server.mailbox.last_link("journey-kim@example.org"))
+        kim.get_by_label("Password").fill(password)
+        kim.get_by_role("button", name="Sign in").click()
+        kim.get_by_label("Name of the key").fill("New keyring")
+        kim.get_by_role("button", name="Register a key").click()
+        expect(kim.get_by_test_id("recovery-codes").get_by_role("listitem")).to_have_count(8)
 
 
 def test_a_maintainer_signs_a_lost_phone_out_from_their_laptop(
