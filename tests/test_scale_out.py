@@ -42,7 +42,9 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from accounts.models import KeyOutcome, SecurityKey
+from accounts import enrolment
+from accounts.models import KeyOutcome, SecurityKey, StaffRole
+from core.actors import Actor
 from core.audit import AuditEvent
 from core.db import create_db_engine
 from distribution.models import Claim, ClaimStatus, Shipment, StockBalance, WaitlistEntry
@@ -51,11 +53,13 @@ from distribution.stock import services as stock
 from eligibility.services import ensure_project
 from tests.conftest import DatabaseFactory, Mailbox, free_port
 from tests.factories import (
+    STAFF_PASSWORD,
     USB_A,
     USB_C,
     import_statistics,
     make_maintainer,
     make_owner,
+    make_staff,
     receive_keys,
 )
 from tests.soft_authenticator import SoftAuthenticator
@@ -131,6 +135,8 @@ class Cluster:
     database_url: str
     servers: tuple[Server, Server]
     mailbox: Mailbox
+    environment: Mapping[str, str]  # the servers' settings
+    directory: Path  # their instance folder and logs
 
     def check_logs(self) -> None:
         for server in self.servers:
@@ -229,7 +235,7 @@ def cluster(
         deadline = time.monotonic() + 60
         for server in servers:
             wait_until_healthy(server, deadline)
-        yield Cluster(database_url, (servers[0], servers[1]), mailbox)
+        yield Cluster(database_url, (servers[0], servers[1]), mailbox, environment, directory)
     finally:
         for server in servers:
             stop_server(server)
@@ -598,3 +604,100 @@ def test_a_key_ceremony_begun_on_one_server_completes_on_the_other(cluster, shar
     account = other.get(b, "/account")
     assert account.status == 200 and "with your security key" in account.body
     cluster.check_logs()
+
+
+# --- staff enrolment and lockouts ---------------------------------------------------------------
+
+
+def staff_password(visitor: Visitor, server: Server, email: str, password: str) -> Answer:
+    form = visitor.get(server, "/staff/sign-in").form_value(_CSRF)
+    return visitor.post_form(
+        server, "/staff/sign-in", {"email": email, "password": password, "csrf_token": form}
+    )
+
+
+def test_a_stolen_password_alone_cannot_register_a_staff_key(cluster, shared_engine):
+    """A thief with a new staff member's password and their own key: refused on both servers,
+    while the owner, with the enrolment link, registers theirs across the two."""
+    a, b = cluster.servers
+    email = "new-staff@scale.example.org"
+    with Session(shared_engine, expire_on_commit=False) as session:
+        staff = make_staff(session, email=email, roles=[StaffRole.SHIPPING])
+        token = enrolment.issue_link(
+            session=session, actor=Actor.system("test"), staff=staff, valid_for=timedelta(hours=1)
+        )
+        session.commit()
+    thief, owner = Visitor(), Visitor()
+    assert staff_password(thief, a, email, STAFF_PASSWORD).status == 302
+    for server in (a, b):
+        page = thief.get(server, "/staff/sign-in/key")
+        assert page.status == 403 and "needs an enrolment link" in page.body, server.name
+        csrf = thief.get(server, "/staff/sign-in").form_value(_CSRF)
+        refused = thief.post_json(server, "/api/staff/keys/options", {}, csrf)
+        assert refused.status == 403, refused.body
+
+    # The owner opens the link on A, gives the password on B, and registers on A then B.
+    assert owner.get(a, f"/staff/enrol/{token}").status == 200
+    assert staff_password(owner, b, email, STAFF_PASSWORD).status == 302
+    step = owner.get(a, "/staff/sign-in/key")
+    assert step.status == 200 and "Register your security key" in step.body
+    csrf = step.form_value(_CSRF)
+    begun = owner.post_json(a, "/api/staff/keys/options", {}, csrf)
+    assert begun.status == 200, begun.body
+    options = begun.json()
+    key = SoftAuthenticator(aaguid=UUID(int=0))
+    answer = key.register(options["publicKey"], origin=PUBLIC_ORIGIN, attestation="none")
+    body = {"token": options["token"], "name": "Keyring", "credential": answer}
+    registered = owner.post_json(b, "/api/staff/keys", body, csrf)
+    assert registered.status == 200, registered.body
+    assert owner.get(a, "/staff/").status == 200
+
+    # The thief, still past the password, now meets a key they do not have.
+    assert "Present your security key" in thief.get(b, "/staff/sign-in/key").body
+    assert thief.get(a, f"/staff/enrol/{token}").status == 410  # used
+    with Session(shared_engine) as session:
+        keys = session.exec(select(SecurityKey).where(SecurityKey.staff_id == staff.id)).all()
+        assert [k.name for k in keys] == ["Keyring"]
+    cluster.check_logs()
+
+
+def test_strangers_cannot_lock_out_a_staff_password_or_a_key_sign_in(cluster, shared_engine):
+    """Wrong staff passwords and key sign-in requests in someone's name, on both servers, stop
+    the stranger's client; the owner, from their own, signs in."""
+    a, b = cluster.servers
+    staff_email, maintainer_email = "guarded@scale.example.org", "keyed@scale.example.org"
+    with Session(shared_engine) as session:
+        make_staff(session, email=staff_email)
+        make_maintainer(session, email=maintainer_email)
+        session.commit()
+    stranger, owner = Visitor(), Visitor()
+
+    guesses = [staff_password(stranger, (a, b)[n % 2], staff_email, "wrong") for n in range(12)]
+    assert [g.status for g in guesses] == [401] * 10 + [429] * 2
+    assert staff_password(owner, b, staff_email, STAFF_PASSWORD).location == "/staff/sign-in/key"
+
+    def key_options(visitor: Visitor, server: Server) -> int:
+        csrf = visitor.get(server, "/sign-in").form_value(_CSRF)
+        asked = visitor.post_json(
+            server, "/api/sign-in/key/options", {"email": maintainer_email}, csrf
+        )
+        return asked.status
+
+    asked = [key_options(stranger, (a, b)[n % 2]) for n in range(7)]
+    assert asked == [200] * 5 + [429] * 2
+    assert key_options(owner, a) == 200
+    cluster.check_logs()
+
+
+def test_demo_mode_in_production_refuses_to_start(cluster):
+    """The servers' own settings with demo mode on: gunicorn stops before serving anything,
+    saying why (demo mode would show every sign-in link and claim code at /dev/outbox)."""
+    environment = {**cluster.environment, "KEYS_DEMO_MODE": "1"}
+    server = start_server("demo", environment, cluster.directory / "gunicorn-demo.log")
+    try:
+        exit_code = server.process.wait(timeout=TIMEOUT * 2)
+    finally:
+        if server.process.poll() is None:
+            stop_server(server)
+    assert exit_code != 0
+    assert "cannot start: KEYS_DEMO_MODE=1 shows every sign-in link" in server.log.read_text()
