@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(personal_data_bp)
     app.register_blueprint(staff_keys_bp)
     app.register_blueprint(health_bp)
+    db.retry_conflicts(app)
 
     _register_cli(app)
     _register_error_pages(app)

@@ -4,14 +4,20 @@ and backups.
 A request gets one session, created on first use and kept in ``g``; it is committed once, just
 before the response leaves (so a failed commit still becomes an error page), and rolled back
 on any error. Services flush but never commit; what must wait for the commit goes through
-``core.after_commit``. The audit log (``core.audit``) is append-only."""
+``core.after_commit``. The audit log (``core.audit``) is append-only. A view whose transaction
+PostgreSQL ended to break a deadlock runs again from the start (``retry_conflicts``)."""
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
+import logging
 import os
+import random
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +29,7 @@ import sqlalchemy as sa
 from alembic import command as alembic_command
 from alembic.config import Config
 from flask import Flask, current_app, g
+from flask import session as cookie
 from flask.cli import with_appcontext
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import JSONB
@@ -194,6 +201,55 @@ def is_unavailable(error: BaseException | None) -> bool:
         state = original.sqlstate
         return state is None or state.startswith("08") or state in _UNAVAILABLE_SQLSTATES
     return False
+
+
+# A deadlock broken by PostgreSQL, or a serialization failure: the transaction was undone whole
+# and may simply run again.
+_CONFLICT_SQLSTATES = ("40P01", "40001")
+CONFLICT_RETRIES = 3
+_log = logging.getLogger("keys.db")
+
+
+def is_conflict(error: BaseException) -> bool:
+    return isinstance(error, sa.exc.DBAPIError) and (
+        getattr(error.orig, "sqlstate", None) in _CONFLICT_SQLSTATES
+    )
+
+
+def retry_conflicts(app: Flask) -> None:
+    """Run a view again, from the start, when the database ended its transaction to break a
+    deadlock or a serialization failure (at most ``CONFLICT_RETRIES`` more times, after a short
+    random pause): what the first run wrote is undone, and so is what it put in the browser's
+    session (messages), so the repeat is as if the first had not happened. Stock rows are locked
+    in one order, so these should not happen; this keeps a rare one from becoming a 500. Call
+    it once every view is registered."""
+    for endpoint, view in app.view_functions.items():
+        app.view_functions[endpoint] = _retrying(view)
+
+
+def _retrying(view: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(view)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        before = copy.deepcopy(dict(cookie))
+        for attempt in range(1, CONFLICT_RETRIES + 2):
+            try:
+                return view(*args, **kwargs)
+            except sa.exc.DBAPIError as error:
+                if not is_conflict(error) or attempt > CONFLICT_RETRIES:
+                    raise
+                discard_changes()
+                cookie.clear()
+                cookie.update(copy.deepcopy(before))
+                sqlstate = getattr(error.orig, "sqlstate", None)
+                _log.warning(
+                    json.dumps(
+                        {"event": "conflict_retried", "attempt": attempt, "sqlstate": sqlstate}
+                    )
+                )
+                time.sleep(random.uniform(0.01, 0.05) * attempt)  # noqa: S311 - not a secret
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    return run
 
 
 def database_status(*, session: Session) -> str:

@@ -232,19 +232,38 @@ def _shift(
     on_hand: Mapping[str, int] | None = None,
     committed: Mapping[str, int] | None = None,
 ) -> None:
-    """Add to balance rows in place; the CHECK constraints judge the result."""
-    total_moved = False
+    """Add to balance rows in place; the CHECK constraints judge the result.
+
+    Every transaction takes the balance rows' locks in one order: the programme's total first
+    (even when it does not change), then the models' rows by SKU. So no transaction holds a
+    model's row while waiting for the total that another holds while waiting for that model:
+    a carrier manifest shipping parcels and a stock receipt deadlocked on exactly that."""
+    changes: dict[str, dict[str, int]] = {}
     for column, deltas in (("on_hand", on_hand or {}), ("committed", committed or {})):
         for sku, delta in deltas.items():
             if delta:
-                session.execute(
-                    sa.update(StockBalance)
-                    .where(col(StockBalance.sku) == sku)
-                    .values({column: getattr(StockBalance, column) + delta})
-                )
-                total_moved = total_moved or sku == TOTAL
-    if total_moved:
+                changes.setdefault(sku, {})[column] = delta
+    if not changes:
+        return
+    total = changes.pop(TOTAL, {})
+    if total:
+        _add(session, TOTAL, total)
+    else:
+        session.execute(
+            sa.select(col(StockBalance.sku)).where(col(StockBalance.sku) == TOTAL).with_for_update()
+        )
+    for sku in sorted(changes):
+        _add(session, sku, changes[sku])
+    if total:
         burn_down.record_day(session=session)
+
+
+def _add(session: Session, sku: str, deltas: Mapping[str, int]) -> None:
+    session.execute(
+        sa.update(StockBalance)
+        .where(col(StockBalance.sku) == sku)
+        .values({column: getattr(StockBalance, column) + d for column, d in deltas.items()})
+    )
 
 
 @dataclass(frozen=True)

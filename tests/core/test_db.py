@@ -6,19 +6,21 @@ from __future__ import annotations
 import warnings
 from datetime import UTC, datetime, timedelta, timezone
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic import command as alembic_command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from flask import abort
+from flask import Flask, abort, flash
+from flask import session as flask_session
 from sqlmodel import Session, select
 
 from accounts.models import Maintainer, SecurityKey
 from app import import_models
 from core.actors import Actor
 from core.audit import AuditEvent, AuditFilter, record_event, search_audit_events
-from core.db import alembic_config, get_session, utcnow
+from core.db import CONFLICT_RETRIES, alembic_config, get_session, retry_conflicts, utcnow
 from distribution.models import MovementKind, StockMovement
 from tests.factories import make_maintainer, make_staff
 
@@ -208,3 +210,44 @@ def test_key_removal_migrates_down_and_up_but_never_revives_a_removed_key(databa
         alembic_command.downgrade(config, "0008")
     assert "removed_at" in columns()
     engine.dispose()
+
+
+def test_a_view_ended_by_a_deadlock_runs_again_as_if_the_first_run_had_not():
+    """PostgreSQL breaks a deadlock by ending one transaction: that view runs again, and what
+    its first run put in the session (a message) is not there twice; past the retries, the
+    error stands."""
+    app = Flask(__name__)
+    app.secret_key = "test"
+    runs: list[str] = []
+
+    def deadlock() -> sa.exc.OperationalError:
+        return sa.exc.OperationalError(
+            "UPDATE stock_balance …", {}, psycopg.errors.DeadlockDetected("deadlock detected")
+        )
+
+    @app.post("/once")
+    def once():
+        runs.append("once")
+        flash("Received.")
+        if runs.count("once") == 1:
+            raise deadlock()
+        return {"messages": [message for _category, message in flask_session["_flashes"]]}
+
+    @app.post("/always")
+    def always():
+        runs.append("always")
+        raise deadlock()
+
+    @app.post("/other")
+    def other():
+        runs.append("other")
+        raise sa.exc.OperationalError("SELECT 1", {}, psycopg.errors.UndefinedTable("no table"))
+
+    retry_conflicts(app)
+    app.testing = False
+    client = app.test_client()
+
+    assert client.post("/once").get_json() == {"messages": ["Received."]}
+    assert client.post("/always").status_code == 500
+    assert client.post("/other").status_code == 500
+    assert runs == ["once", "once"] + ["always"] * (1 + CONFLICT_RETRIES) + ["other"]
