@@ -54,6 +54,14 @@ class InvalidChoice(DistributionError):
     title = "Check the keys you chose"
 
 
+class FormSentBefore(DistributionError):
+    """A redemption form sent again whose first answer no longer holds for the code it names
+    now: its idempotency key is spent, so the page shows it again as a fresh form."""
+
+    status_code = 409
+    title = "This form was sent already"
+
+
 class ClaimNotFound(DistributionError):
     status_code = 404
     title = "No such claim"

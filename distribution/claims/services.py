@@ -4,7 +4,9 @@ and offering freed keys to the waiting list.
 The guarantees live in the database: a code reserves keys through ``stock.reserve`` (a CHECK
 constraint refuses overselling), one active claim per maintainer is a partial unique index, a
 code is spent by a conditional UPDATE that only one request can win, and a double-submitted
-redemption finds the shipment of the first by its idempotency key.
+redemption finds the shipment of the first by its idempotency key. A form sent again answers
+as the first did only while that answer is still true: a resent cancel is the same success,
+a resent redemption of a claim cancelled since is refused with the reason.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from distribution.errors import (
     CodeTypo,
     CodeUnknown,
     CodeUsed,
+    FormSentBefore,
     InvalidChoice,
     NoKeysLeft,
     NotEligible,
@@ -183,10 +186,7 @@ def find_claim_by_code(*, session: Session, maintainer: Maintainer, code: str) -
     A code of someone else is "not valid", like a code that was never issued: nothing is
     revealed about other maintainers.
     """
-    try:
-        digest = codes.code_hash(code)
-    except codes.MalformedCode as problem:
-        raise CodeTypo(str(problem)) from None
+    digest = _code_digest(code)
     claim = session.exec(select(Claim).where(Claim.code_hash == digest)).first()
     if claim is None or claim.maintainer_id != maintainer.id:
         raise CodeUnknown("That code is not one we gave you. Check it against the email.")
@@ -197,13 +197,25 @@ def find_claim_by_code(*, session: Session, maintainer: Maintainer, code: str) -
             f"That code expired on {formats.day(claim.expires_at)}. You can ask for a "
             "new one if keys are left."
         )
-    if not CLAIM_LIFECYCLE.allows(ClaimAction.REDEEM, claim.status):
+    if claim.status == ClaimStatus.CANCELLED:  # "already used" would promise a parcel
         raise CodeUsed(
-            "That code was already used"
-            + (f" on {formats.day(claim.redeemed_at)}." if claim.redeemed_at else ".")
-            + " See My claim."
+            f"You cancelled the claim of that code{_on(claim.closed_at)}, so it no longer "
+            "works. If you asked for a new code since, enter that one."
         )
+    if not CLAIM_LIFECYCLE.allows(ClaimAction.REDEEM, claim.status):
+        raise CodeUsed(f"That code was already used{_on(claim.redeemed_at)}. See My claim.")
     return claim
+
+
+def _code_digest(code: str) -> str:
+    try:
+        return codes.code_hash(code)
+    except codes.MalformedCode as problem:
+        raise CodeTypo(str(problem)) from None
+
+
+def _on(moment: datetime | None) -> str:
+    return f" on {formats.day(moment)}" if moment else ""
 
 
 def redeem_claim(
@@ -223,11 +235,7 @@ def redeem_claim(
         select(Shipment).where(Shipment.idempotency_key == idempotency_key)
     ).first()
     if earlier is not None:
-        claim = session.get(Claim, earlier.claim_id)
-        if claim is not None and claim.maintainer_id == maintainer.id:
-            return earlier  # the same form sent twice: one shipment
-        # Another account's form (its key copied): refused, not a clash of unique keys.
-        raise InvalidChoice("This form was sent already. Reload the page, then send it.")
+        return _sent_again(session=session, maintainer=maintainer, code=code, earlier=earlier)
     claim = find_claim_by_code(session=session, maintainer=maintainer, code=code)
     chosen = {sku: n for sku, n in items.items() if n}
     total = sum(chosen.values())
@@ -288,6 +296,38 @@ def redeem_claim(
         ),
     )
     return shipment
+
+
+def _sent_again(
+    *, session: Session, maintainer: Maintainer, code: str, earlier: Shipment
+) -> Shipment:
+    """The answer to a redemption form whose idempotency key made ``earlier`` (a double click,
+    a reload, a resend after a lost response).
+
+    The key answers only for the claim it was made for, and only while "your keys will be
+    shipped" is still true of it: a maintainer who resends an old form after cancelling that
+    claim (or who typed another code into a form already sent) expects that code to be
+    redeemed, not a thank-you for a parcel that is not coming. So they are told why nothing
+    happened, and the form comes back fresh for the code they mean.
+    """
+    claim = session.get(Claim, earlier.claim_id)
+    assert claim is not None  # a foreign key guarantees it
+    if claim.maintainer_id != maintainer.id:
+        # Another account's form (its key copied): refused, not a clash of unique keys.
+        raise InvalidChoice("This form was sent already. Reload the page, then send it.")
+    if claim.code_hash != _code_digest(code):
+        raise FormSentBefore(
+            "This form was sent already, with another code. To redeem this code, check the "
+            "form and send it again."
+        )
+    if claim.status in CLOSED_STATUSES:  # only cancelling closes a redeemed claim
+        raise FormSentBefore(
+            f"This form was sent{_on(earlier.created_at)} for a claim you have since "
+            "cancelled: no keys will be shipped for it. Enter your new code and send the form "
+            "again; if you have none, ask for one on My claim."
+        )
+    # Its current parcel: after a change of address, the country the keys now go to.
+    return shipment_of(session=session, claim=claim) or earlier
 
 
 def change_address(
@@ -378,20 +418,32 @@ def cancel_claim(
     maintainer: Maintainer,
     claim_id: int,
 ) -> Claim:
-    """Give the keys back (until the parcel ships) and offer them to the waiting list."""
+    """Give the keys back (until the parcel ships) and offer them to the waiting list.
+
+    Only its maintainer cancels a claim, so one found cancelled was cancelled by this request
+    sent again (a resend after a lost response, a double click): it gets the first one's
+    answer, the cancelled claim, and nothing is released or audited twice.
+    """
     claim = get_claim(session=session, maintainer=maintainer, claim_id=claim_id)
+    if claim.status == ClaimStatus.CANCELLED:
+        return claim
     if not cancellable(session=session, claim=claim):
         raise ClaimLocked(
             "The parcel has left, or you received keys from us already: the claim can no "
             "longer be cancelled. Write to us if you no longer need a replacement."
         )
     parcel = shipment_of(session=session, claim=claim)
-    stock.release(
-        session=session,
-        reserved=claim.keys_reserved,
-        allocated=parcel.items if parcel and claim.status != ClaimStatus.ISSUED else {},
-    )
-    transition_claim(session, claim, ClaimAction.CANCEL, actor=actor)
+    allocated = parcel.items if parcel and claim.status != ClaimStatus.ISSUED else {}
+    # The claim moves before its keys do: of two requests cancelling it at once, the one that
+    # loses the race has given nothing back, and answers like the winner.
+    try:
+        transition_claim(session, claim, ClaimAction.CANCEL, actor=actor)
+    except ClaimLocked:
+        session.refresh(claim)
+        if claim.status == ClaimStatus.CANCELLED:
+            return claim
+        raise
+    stock.release(session=session, reserved=claim.keys_reserved, allocated=allocated)
     claim.keys_reserved = 0
     claim.closed_at = utcnow()
     session.flush()

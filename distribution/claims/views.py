@@ -48,6 +48,7 @@ from distribution.errors import (
     CodeTypo,
     CodeUnknown,
     CodeUsed,
+    FormSentBefore,
     InvalidChoice,
     NoKeysLeft,
 )
@@ -194,6 +195,12 @@ def redeem() -> ResponseReturnValue:
                 recipient=recipient,
                 idempotency_key=form.idempotency_key.data or secrets.token_urlsafe(24),
             )
+        except FormSentBefore as problem:
+            # Its key answers for the claim it was first sent for: shown again, it is a fresh
+            # form, so the new code entered in it is redeemed.
+            form.idempotency_key.data = secrets.token_urlsafe(24)
+            form.code.errors = [problem.message]
+            status = problem.status_code
         except _CODE_PROBLEMS as problem:
             form.code.errors = [problem.message]
             status = problem.status_code
@@ -268,7 +275,8 @@ def change_address(claim_id: int) -> ResponseReturnValue:
 @maintainer_required
 def cancel(claim_id: int) -> ResponseReturnValue:
     if ConfirmForm().validate_on_submit():
-        claims.cancel_claim(
+        # Sent again (a lost response, a double click), the answer is the first one's.
+        claim = claims.cancel_claim(
             session=get_session(),
             mailer=get_mailer(),
             settings=get_settings(),
@@ -276,7 +284,12 @@ def cancel(claim_id: int) -> ResponseReturnValue:
             maintainer=current_maintainer(),
             claim_id=claim_id,
         )
-        flash("Your claim is cancelled and the keys went back to the programme.", "info")
+        # The code names it: from an old page, the claim cancelled may not be the one shown.
+        flash(
+            f"Your claim with the code ending …{claim.code_hint} is cancelled, and its keys "
+            "went back to the programme.",
+            "info",
+        )
     return redirect(url_for("journey.my_claim"))
 
 

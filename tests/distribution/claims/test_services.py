@@ -10,6 +10,7 @@ from sqlmodel import col, select
 
 from accounts.services import actor_for
 from adapters.addresses import validate_address
+from core.audit import AuditEvent
 from core.mail import OutboxMailer, OutboxMessage
 from distribution.claims import codes
 from distribution.claims import services as claims
@@ -244,17 +245,82 @@ def test_cancelling_returns_the_keys_until_the_parcel_ships(session, settings, m
     figures = stock.stock_figures(session=session)
     assert (figures.allocated, figures.available) == (0, 8)
     assert session.get(Claim, issued.claim.id).status == ClaimStatus.CANCELLED
-    with pytest.raises(ClaimLocked):
-        claims.cancel_claim(
-            session=session,
-            mailer=mailer,
-            settings=settings,
-            actor=ACTOR,
-            maintainer=maintainer,
-            claim_id=issued.claim.id,
-        )
+    # Sent again (its answer lost), the cancel answers the same and gives nothing back twice.
+    again = claims.cancel_claim(
+        session=session,
+        mailer=mailer,
+        settings=settings,
+        actor=ACTOR,
+        maintainer=maintainer,
+        claim_id=issued.claim.id,
+    )
+    assert again.status == ClaimStatus.CANCELLED
+    assert stock.stock_figures(session=session) == figures
+    assert len(cancellations(session, issued.claim.id)) == 1
     # With the claim cancelled the maintainer may claim again.
     assert issue(session, mailer, settings, maintainer).claim.status == "issued"
+
+
+def test_a_cancel_that_lost_the_race_to_its_twin_answers_like_it(
+    session, settings, mailer, programme
+):
+    """A double click reaches two servers: both read the claim as issued, and the first
+    cancels it. The second must neither fail nor give the keys back a second time."""
+    maintainer = eligible(session)
+    issued = issue(session, mailer, settings, maintainer)
+    before = stock.stock_figures(session=session)
+    # The twin cancels it; this session still holds the claim as issued.
+    session.execute(
+        sa.update(Claim).where(col(Claim.id) == issued.claim.id).values(status="cancelled"),
+        execution_options={"synchronize_session": False},
+    )
+
+    claim = claims.cancel_claim(
+        session=session,
+        mailer=mailer,
+        settings=settings,
+        actor=ACTOR,
+        maintainer=maintainer,
+        claim_id=issued.claim.id,
+    )
+
+    assert claim.status == ClaimStatus.CANCELLED
+    assert stock.stock_figures(session=session) == before  # the twin gave them back
+    assert cancellations(session, issued.claim.id) == []  # the twin's, not recorded here
+
+
+def cancellations(session, claim_id):
+    return session.exec(
+        select(AuditEvent).where(
+            AuditEvent.action == "claim.cancelled", AuditEvent.subject_id == str(claim_id)
+        )
+    ).all()
+
+
+def test_a_redemption_form_answers_only_for_the_claim_it_was_sent_for(
+    session, settings, mailer, programme
+):
+    maintainer = eligible(session)
+    old = issue(session, mailer, settings, maintainer)
+    redeem(session, mailer, settings, maintainer, old.code, key="form-1")
+    claims.cancel_claim(
+        session=session,
+        mailer=mailer,
+        settings=settings,
+        actor=ACTOR,
+        maintainer=maintainer,
+        claim_id=old.claim.id,
+    )
+    new = issue(session, mailer, settings, maintainer)
+
+    with pytest.raises(claims.FormSentBefore, match="claim you have since cancelled"):
+        redeem(session, mailer, settings, maintainer, old.code, key="form-1")
+    with pytest.raises(claims.FormSentBefore, match="with another code"):
+        redeem(session, mailer, settings, maintainer, new.code, key="form-1")
+    with pytest.raises(CodeTypo):
+        redeem(session, mailer, settings, maintainer, "not a code", key="form-1")
+    assert session.get(Claim, new.claim.id).status == ClaimStatus.ISSUED
+    assert len(session.exec(select(Shipment)).all()) == 1
 
 
 def test_expiring_codes_frees_their_keys_once(session, settings, mailer, programme):

@@ -24,6 +24,7 @@ from tests.factories import (
     make_owner,
     make_staff,
     receive_keys,
+    shipped_parcel,
     sign_in_as,
 )
 
@@ -104,6 +105,83 @@ def test_a_double_submit_makes_one_shipment(client, session, maintainer, mailbox
     assert len(session.exec(select(Shipment)).all()) == 1
 
 
+def idempotency_key(page):
+    """The key of the redemption form a page shows."""
+    return re.search(r'name="idempotency_key"[^>]*value="([^"]+)"', text(page)).group(1)
+
+
+def cancel(client, claim_id):
+    token = csrf_token(client, "/claim")
+    return client.post(f"/claim/{claim_id}/cancel", data={"csrf_token": token})
+
+
+def test_a_form_resent_after_its_claim_was_cancelled_ships_nothing_and_says_why(
+    client, session, maintainer, mailbox
+):
+    sign_in_as(client, maintainer)
+    old_code = get_code(client)
+    assert redeem(client, old_code).status_code == 302
+    old_claim = session.exec(select(Claim)).one()
+    assert cancel(client, old_claim.id).status_code == 302
+    new_code = get_code(client)
+
+    # The old form again, as it was (same idempotency key, the old code): no thank-you.
+    resent = redeem(client, old_code)
+
+    assert resent.status_code == 409
+    assert "for a claim you have since cancelled" in text(resent)
+    assert 'id="code-error-1"' in text(resent)  # beside the code field
+    assert "Thank you" not in text(resent) + text(client.get("/claim"))
+    new_claim = claims_by_code(session)[new_code[-4:]]
+    assert new_claim.status == "issued"
+    assert len(session.exec(select(Shipment)).all()) == 1
+
+    # The page shown again is a fresh form: the new code entered in it is redeemed.
+    fresh = idempotency_key(resent)
+    assert fresh != "k-" + old_code[:8]
+    done = redeem(client, new_code, idempotency_key=fresh)
+    assert done.status_code == 302
+    assert "Thank you: your keys will be shipped to Germany" in text(client.get("/claim"))
+    session.refresh(new_claim)
+    assert new_claim.status == "redeemed"
+    assert [s.claim_id for s in session.exec(select(Shipment))] == [old_claim.id, new_claim.id]
+
+
+def test_a_new_code_typed_into_a_form_sent_already_is_not_taken_for_the_old_one(
+    client, session, maintainer, mailbox
+):
+    sign_in_as(client, maintainer)
+    old_code = get_code(client)
+    assert redeem(client, old_code).status_code == 302
+    cancel(client, session.exec(select(Claim)).one().id)
+    new_code = get_code(client)
+
+    # The back button to the sent form, and the new code typed into it.
+    typed = redeem(client, new_code, idempotency_key="k-" + old_code[:8])
+
+    assert typed.status_code == 409 and "with another code" in text(typed)
+    assert claims_by_code(session)[new_code[-4:]].status == "issued"
+    assert redeem(client, new_code, idempotency_key=idempotency_key(typed)).status_code == 302
+    assert claims_by_code(session)[new_code[-4:]].status == "redeemed"
+
+
+def test_a_cancelled_code_says_it_was_cancelled_not_used(client, session, maintainer, mailbox):
+    sign_in_as(client, maintainer)
+    code = get_code(client)
+    cancel(client, session.exec(select(Claim)).one().id)
+
+    again = redeem(client, code)
+
+    assert again.status_code == 409
+    assert "You cancelled the claim of that code on" in text(again)
+    assert "already used" not in text(again)
+
+
+def claims_by_code(session):
+    session.expire_all()
+    return {claim.code_hint: claim for claim in session.exec(select(Claim))}
+
+
 def test_a_tampered_or_copied_idempotency_key_is_refused_with_a_reason(
     client, session, maintainer, mailbox
 ):
@@ -167,6 +245,44 @@ def test_a_maintainer_can_cancel_and_the_keys_return(client, session, maintainer
     session.refresh(claim)
     assert claim.status == "cancelled"
     assert stock.stock_figures(session=session).available == 6
+
+
+def test_a_cancel_sent_again_shows_the_cancelled_claim_and_changes_nothing(
+    client, session, maintainer, mailbox
+):
+    sign_in_as(client, maintainer)
+    get_code(client)
+    claim = session.exec(select(Claim)).one()
+
+    form = {"csrf_token": csrf_token(client, "/claim")}
+    answers = []
+    for _ in range(2):  # the first's answer was lost: the browser sends the form again
+        sent = client.post(f"/claim/{claim.id}/cancel", data=form)
+        answers.append((sent.status_code, sent.headers["Location"], text(client.get("/claim"))))
+
+    for status, location, page in answers:
+        assert (status, location) == (302, "/claim")
+        assert f"Your claim with the code ending …{claim.code_hint} is cancelled" in page
+    session.refresh(claim)
+    assert claim.status == "cancelled"
+    events = session.exec(
+        select(AuditEvent).where(
+            AuditEvent.action == "claim.cancelled", AuditEvent.subject_id == str(claim.id)
+        )
+    ).all()
+    assert len(events) == 1
+    figures = stock.stock_figures(session=session)
+    assert (figures.reserved, figures.allocated, figures.available) == (0, 0, 6)
+
+
+def test_a_shipped_claim_still_cannot_be_cancelled(client, session, settings, maintainer):
+    person, parcel = shipped_parcel(session, settings)
+    sign_in_as(client, person)
+
+    refused = cancel(client, parcel.claim_id)
+
+    assert refused.status_code == 409 and "can no longer be cancelled" in text(refused)
+    assert session.get(Claim, parcel.claim_id).status == "shipped"
 
 
 def test_another_maintainers_claim_is_not_found(client, session, maintainer, mailbox):
