@@ -127,6 +127,39 @@ class _HidePaths(logging.Filter):
         return True
 
 
+class _HideGunicornPaths(logging.Filter):
+    """gunicorn names the request it could not answer ("Error handling request /sign-in/link/…",
+    then its own bare 500): the line stays, one per such 500, without the path."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Error handling request"):
+            record.msg, record.args = "Error handling request [path hidden]; answered 500", ()
+        return True
+
+
+def gunicorn_logconfig() -> dict[str, Any]:
+    """gunicorn's ``logconfig_dict``: its own lines (starts, WORKER TIMEOUT, a worker killed, the
+    500s it answers itself) as JSON lines on stderr, like the app's, so one reader sees all."""
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "json",
+        "filters": ["hide_paths"],
+        "stream": "ext://sys.stderr",
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonLineFormatter}},
+        "filters": {"hide_paths": {"()": _HideGunicornPaths}},
+        "handlers": {"console": handler, "error_console": handler},
+        "root": {"level": "WARNING", "handlers": ["console"]},
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+        },
+    }
+
+
 class JsonLineFormatter(logging.Formatter):
     """Every record as one JSON line: ours are JSON already; the rest (werkzeug, gunicorn's
     workers, tracebacks) are wrapped, so whatever reads the log reads one format."""

@@ -20,6 +20,7 @@ import pytest
 from sqlmodel import select
 from werkzeug.serving import make_server
 
+from core.logs import gunicorn_logconfig
 from distribution.models import Shipment
 from eligibility.services import ensure_project
 from tests.accounts.test_second_factor import OTHER_MAKE, enrol, issue_link, password
@@ -186,8 +187,8 @@ def test_a_journey_logs_one_line_per_request_and_nothing_personal(
 def test_under_gunicorn_the_log_is_json_lines_without_paths(
     databases, smtp_server, redis_server, tmp_path
 ):
-    """wsgi:app served by gunicorn as the README says, with its access log turned on: neither
-    gunicorn's lines nor the app's hold the token of a sign-in link."""
+    """wsgi:app served by gunicorn as the README says, with its access log turned on: every
+    line is JSON, and neither gunicorn's lines nor the app's hold the token of a sign-in link."""
     port = free_port()
     environment = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -226,11 +227,13 @@ def test_under_gunicorn_the_log_is_json_lines_without_paths(
 
     text = output.read_text()
     assert token not in text
-    app_lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-    link = next(line for line in app_lines if line.get("request_id") == "edge-7c1d2e3f")
+    lines = [json.loads(line) for line in text.splitlines()]  # every one: gunicorn's too
+    link = next(line for line in lines if line.get("request_id") == "edge-7c1d2e3f")
     assert (link["route"], link["method"], link["status"]) == ("/sign-in/link/<token>", "GET", 404)
     # gunicorn's own access line is there, without the path, for the client behind the proxy.
-    assert '203.0.113.9 "GET" 404 ' in text
+    access = [line["message"] for line in lines if line.get("logger") == "gunicorn.access"]
+    assert len(access) == 2 and access[-1].startswith('203.0.113.9 "GET" 404 ')
+    assert any(line.get("message", "").startswith("Booting worker") for line in lines)
 
 
 def wait_for_health(server, port):
@@ -281,3 +284,30 @@ def test_the_development_server_logs_requests_without_their_paths(app, caplog):
     access = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
     assert any("GET [path hidden] HTTP/1.1" in line and " 404 " in line for line in access)
     assert token not in caplog.text
+
+
+def test_gunicorns_own_lines_are_json_without_the_path():
+    """gunicorn's error log, as ``gunicorn.conf.py`` configures it: a 500 gunicorn answers
+    itself is one JSON line, with its traceback, and without the path (it may hold a token)."""
+    config = gunicorn_logconfig()
+    hide = config["filters"]["hide_paths"]["()"]()
+    formatter = config["formatters"]["json"]["()"]()
+    try:
+        raise RuntimeError("the app failed outside Flask")
+    except RuntimeError:
+        record = logging.LogRecord(
+            "gunicorn.error",
+            logging.ERROR,
+            __file__,
+            1,
+            "Error handling request %s",
+            ("/sign-in/link/a-secret-token",),
+            sys.exc_info(),
+        )
+    assert hide.filter(record)
+    line = formatter.format(record)
+    assert "\n" not in line and "a-secret-token" not in line
+    document = json.loads(line)
+    assert document["logger"] == "gunicorn.error" and document["level"] == "ERROR"
+    assert document["message"] == "Error handling request [path hidden]; answered 500"
+    assert "RuntimeError: the app failed outside Flask" in document["exception"]
