@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, g, jsonify, render_template, request
 from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from sqlmodel import SQLModel
@@ -129,14 +129,17 @@ def _register_error_pages(app: Flask) -> None:
     def render_error(
         status: int, title: str, message: str, headers: dict[str, str] | None = None
     ) -> ResponseReturnValue:
+        headers = headers or {}
+        if "Retry-After" in headers:  # kept past the rate limiter's own (web.security)
+            g.retry_after = headers["Retry-After"]
         if (
             request.path.startswith("/api/")
-            or request.path == "/healthz"
+            or request.path in ("/healthz", "/transparency.json")
             or request.accept_mimetypes.best == "application/json"
         ):
-            return jsonify(error=title, message=message, status=status), status, headers or {}
+            return jsonify(error=title, message=message, status=status), status, headers
         page = render_template("errors/error.html", status=status, title=title, message=message)
-        return page, status, headers or {}
+        return page, status, headers
 
     @app.errorhandler(DomainError)
     def _domain_error(error: DomainError) -> ResponseReturnValue:

@@ -237,11 +237,14 @@ def init_app(app: Flask, settings: Settings) -> None:
     """Keep the app's sessions on the server; a new id at every sign-in and sign-out."""
     app.session_interface = ServerSessionInterface(settings)
 
-    @app.before_request
     def _refuse_unread_session() -> None:
         unreadable = getattr(current_session, "unreadable", None)
         if unreadable is not None:
             raise unreadable
+
+    # First of all: CSRF protection, finding no secret in a session it could not read, would
+    # call every form expired, where the truth is that the database is away (503).
+    app.before_request_funcs.setdefault(None, []).insert(0, _refuse_unread_session)
 
 
 def _changed_hands(_app: Flask, **_extra: Any) -> None:

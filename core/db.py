@@ -28,7 +28,7 @@ import psycopg
 import sqlalchemy as sa
 from alembic import command as alembic_command
 from alembic.config import Config
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, has_request_context
 from flask import session as cookie
 from flask.cli import with_appcontext
 from sqlalchemy import event
@@ -77,14 +77,67 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Bounded waits on PostgreSQL. A stopped server refuses at once, but a hung one (stopped with
+# SIGSTOP, a dead network path) accepts and then says nothing: without limits each worker waits
+# until gunicorn kills it. Connecting gives up after CONNECT_SECONDS; the server ends a
+# statement after STATEMENT_SECONDS and a wait for a lock after LOCK_SECONDS; a web request
+# stops waiting for an answer after REQUEST_WAIT_SECONDS (the health check after
+# HEALTH_WAIT_SECONDS), well inside gunicorn's 30 s, and answers 503. Commands have no such
+# client-side limit. Once the server was silent, the next waits and connections in this
+# process are short for SILENCE_SECONDS, so the following requests fail fast too.
+CONNECT_SECONDS = 3
+STATEMENT_SECONDS = 60
+LOCK_SECONDS = 15
+REQUEST_WAIT_SECONDS = 10.0
+HEALTH_WAIT_SECONDS = 2.0
+SILENCE_SECONDS = 10.0
+POOL_WAIT_SECONDS = 5
+_silent_until = 0.0
+
+
+class DatabaseSilent(psycopg.OperationalError):
+    """PostgreSQL did not answer within the wait: the connection is closed and not reused."""
+
+
+class _BoundedConnection(psycopg.Connection[Any]):
+    """A psycopg connection whose waits for the server end, in a web request, after
+    ``REQUEST_WAIT_SECONDS`` (psycopg's own waits have no limit)."""
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        limit = timeout if timeout is not None else wait_limit()
+        try:
+            return super().wait(gen, interval=interval, timeout=limit)
+        except psycopg.errors.OperationalError as error:
+            if limit is None or error.sqlstate is not None or self.closed:
+                raise
+            # The server said nothing: the query may still be running there, so this
+            # connection cannot be used again.
+            global _silent_until
+            _silent_until = time.monotonic() + SILENCE_SECONDS
+            self.pgconn.finish()
+            raise DatabaseSilent(f"the database did not answer within {limit:g} s") from None
+
+
+def wait_limit() -> float | None:
+    """How long a query may wait for the server now: nothing limits commands; a request
+    waits ``REQUEST_WAIT_SECONDS``, the health check less, and 1 s just after a silence."""
+    if not has_request_context():
+        return None
+    if time.monotonic() < _silent_until:
+        return 1.0
+    limit: float = g.get("database_wait", REQUEST_WAIT_SECONDS)
+    return limit
+
+
 def create_db_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, foreign keys and write-ahead locking.
+    """An engine for ``url``; SQLite gets WAL, foreign keys and write-ahead locking, PostgreSQL
+    bounded waits.
 
     Statement parameters are kept out of error messages and logs (``hide_parameters``): they
     hold addresses, phone numbers and emails.
     """
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        return _postgresql_engine(url)
     engine = sa.create_engine(url, connect_args={"timeout": 15}, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
@@ -102,6 +155,33 @@ def create_db_engine(url: str) -> Engine:
         # IMMEDIATE takes the write lock up front, so two racing writers queue on the busy
         # timeout instead of one failing when it upgrades a read lock.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _postgresql_engine(url: str) -> Engine:
+    options = (
+        f"-c statement_timeout={STATEMENT_SECONDS}s -c lock_timeout={LOCK_SECONDS}s "
+        "-c idle_in_transaction_session_timeout=300s"
+    )
+    engine = sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_timeout=POOL_WAIT_SECONDS,
+        hide_parameters=True,
+        connect_args={"connect_timeout": CONNECT_SECONDS, "options": options},
+    )
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        if has_request_context() and time.monotonic() < _silent_until:
+            cparams = {**cparams, "connect_timeout": 1}
+        return _BoundedConnection.connect(*cargs, **cparams)
+
+    @event.listens_for(engine, "handle_error")
+    def _silence_is_a_disconnect(context: sa.engine.ExceptionContext) -> None:
+        if isinstance(context.original_exception, DatabaseSilent):
+            context.is_disconnect = True  # the pool drops the connection
 
     return engine
 

@@ -136,6 +136,7 @@ def test_an_unreachable_database_gets_a_friendly_503_until_it_is_back(
     client = app.test_client()
     sign_in_as(client, maintainer)
     assert client.get("/account").status_code == 200
+    token = csrf_token(client, "/sign-in")
 
     outage.down()
     if outage.kind == "sqlite":
@@ -157,6 +158,12 @@ def test_an_unreachable_database_gets_a_friendly_503_until_it_is_back(
         assert api.status_code == 503 and api.headers["Retry-After"] == "30"
         assert api.get_json()["message"].startswith("The site cannot reach its database")
 
+        public = client.get("/transparency.json")  # a JSON route answers in JSON
+        assert public.status_code == 503 and public.get_json()["status"] == 503
+        # A rate-limited form: the outage's Retry-After, not the limit's window (900 s).
+        limited = client.post("/sign-in", data={"email": "a@example.org", "csrf_token": token})
+        assert limited.status_code == 503 and limited.headers["Retry-After"] == "30"
+
         health = app.test_client().get("/healthz")  # monitoring sends no cookie
         assert health.status_code == 503 and health.headers["Retry-After"] == "30"
         assert health.get_json() == {"status": "unavailable", "database": "unreachable"}
@@ -166,4 +173,8 @@ def test_an_unreachable_database_gets_a_friendly_503_until_it_is_back(
     assert app.test_client().get("/healthz").get_json() == {"status": "ok", "database": "ok"}
     back = client.get("/account")
     assert back.status_code == 200 and maintainer.username in back.get_data(as_text=True)
+    sent = client.post(
+        "/sign-in", data={"email": "someone@example.org", "csrf_token": csrf_token(client, "/account")}
+    )
+    assert sent.status_code == 302 and "Retry-After" not in sent.headers  # nothing to retry
     database.engine.dispose()

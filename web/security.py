@@ -172,6 +172,25 @@ def init_app(app: Flask, settings: Settings) -> None:
     # Before the blueprints add their routes: their converters are made as each rule is added.
     app.url_map.converters["int"] = RowIdConverter
 
+    if settings.ratelimit_storage_url.startswith(("redis://", "rediss://")):
+        # A hung Redis answers nothing: give up within half a second, and count in memory.
+        app.config["RATELIMIT_STORAGE_OPTIONS"] = {
+            "socket_timeout": 0.5,
+            "socket_connect_timeout": 0.5,
+        }
+
+    @app.after_request
+    def _honest_retry_after(response: Response) -> Response:
+        # Runs after the limiter's own hook (registered later, run earlier), which puts its
+        # window's reset (up to 900 s) in Retry-After on every answer of a limited route, a
+        # 200 or a 503 as well: only a 429 is about the limit.
+        own = g.pop("retry_after", None)
+        if own is not None and response.status_code != 429:
+            response.headers["Retry-After"] = own  # the error page's (503: 30 s)
+        elif response.status_code < 400:
+            response.headers.pop("Retry-After", None)  # a success asks nobody to retry
+        return response
+
     login_manager.init_app(app)
     login_manager.session_protection = "basic"
     csrf.init_app(app)

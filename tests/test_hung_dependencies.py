@@ -1,0 +1,150 @@
+"""Faults that must not freeze the site: a PostgreSQL that stops answering (every one of its
+processes stopped with SIGSTOP: connections are accepted, nothing comes back).
+
+A gunicorn of its own serves a PostgreSQL cluster of its own, so that stopping the database
+disturbs no other test. While the database is silent, the health check answers 503 (within
+its own short wait), pages that need the database answer 503 with Retry-After, JSON routes in
+JSON, static files still load, and no worker is killed by gunicorn's timeout; after SIGCONT,
+everything answers 200 again.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import secrets
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DatabaseFactory, Mailbox
+from tests.test_scale_out import (
+    ROOT,
+    Server,
+    server_environment,
+    start_server,
+    stop_server,
+    wait_until_healthy,
+)
+
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("KEYS_TEST_DATABASE_URL"),
+    reason="a hung PostgreSQL needs the PostgreSQL run (make test starts one)",
+)
+
+# The client's own patience: far beyond what the site may take, so a frozen site fails the
+# test by answering nothing rather than by hanging it.
+CLIENT_TIMEOUT = 40.0
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    seconds: float
+
+
+def get(server: Server, path: str) -> Answer:
+    started = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=CLIENT_TIMEOUT)
+    try:
+        connection.request("GET", path)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    return Answer(response.status, dict(response.headers), body, time.monotonic() - started)
+
+
+@pytest.fixture
+def silent_database_server(
+    tmp_path: Path, smtp_server: tuple[Mailbox, int], redis_server: str
+) -> Iterator[tuple[Server, Path]]:
+    """A migrated database on a PostgreSQL cluster of the test's own, and a gunicorn on it."""
+    # Outside pytest's temporary folder, which the server's own user may not enter.
+    cluster = Path(tempfile.mkdtemp(prefix="keys-pg-hung."))
+    started = subprocess.run(
+        ["scripts/pg-cluster.sh", "start", str(cluster)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    server = None
+    try:
+        url = DatabaseFactory(started.stdout.strip(), tmp_path).create("hung")
+        environment = server_environment(
+            url,
+            secret=secrets.token_urlsafe(48),
+            smtp_port=smtp_server[1],
+            redis_url=redis_server,
+            instance=tmp_path,
+        )
+        server = start_server("silent-db", environment, tmp_path / "gunicorn.log")
+        wait_until_healthy(server, time.monotonic() + 60)
+        yield server, cluster
+    finally:
+        postgres(cluster, signal.SIGCONT)
+        if server is not None:
+            stop_server(server)
+        subprocess.run(["scripts/pg-cluster.sh", "stop", str(cluster)], cwd=ROOT, check=False)
+
+
+def postgres(cluster: Path, signal_number: signal.Signals) -> None:
+    """Send a signal to the cluster's postmaster and every process it started."""
+    pid_file = cluster / "data" / "postmaster.pid"
+    if not pid_file.exists():
+        return
+    postmaster = int(pid_file.read_text().split()[0])
+    children = subprocess.run(
+        ["pgrep", "-P", str(postmaster)], capture_output=True, text=True, check=False
+    ).stdout.split()
+    for pid in [postmaster, *map(int, children)]:
+        os.kill(pid, signal_number)
+
+
+def test_a_silent_postgresql_gives_fast_503s_and_the_site_recovers(silent_database_server):
+    server, cluster = silent_database_server
+    assert get(server, "/transparency.json").status == 200  # the workers' pools are warm
+    assert get(server, "/transparency").status == 200
+
+    postgres(cluster, signal.SIGSTOP)
+    answers = {
+        path: get(server, path)
+        for path in ("/healthz", "/transparency.json", "/transparency", "/static/css/app.css")
+    }
+    again = get(server, "/healthz")  # the next probe, after the first silence
+    print({path: round(a.seconds, 1) for path, a in answers.items()}, round(again.seconds, 1))
+
+    health = answers["/healthz"]
+    assert health.status == again.status == 503
+    assert json.loads(health.body) == {"status": "unavailable", "database": "unreachable"}
+    public = answers["/transparency.json"]
+    assert public.status == 503 and public.headers["Content-Type"] == "application/json"
+    assert json.loads(public.body)["error"] == "We will be back in a moment"
+    assert public.headers["Retry-After"] == "30"
+    page = answers["/transparency"]
+    assert page.status == 503 and b"cannot reach its database" in page.body
+    assert page.headers["Retry-After"] == "30"
+    assert answers["/static/css/app.css"].status == 200
+
+    postgres(cluster, signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while get(server, "/healthz").status != 200:
+        assert time.monotonic() < deadline, "the site did not recover"
+        time.sleep(0.2)
+    assert get(server, "/transparency.json").status == 200
+    assert get(server, "/transparency").status == 200
+
+    # No worker was killed by gunicorn's timeout; every line the server wrote is JSON.
+    lines = [json.loads(line) for line in server.log.read_text().splitlines()]
+    assert not [line for line in lines if line.get("level") == "CRITICAL"]
+    assert not [line for line in lines if "WORKER TIMEOUT" in line.get("message", "")]
