@@ -6,7 +6,10 @@ Three shapes are read, all streamed: CSV ``project,downloads``, JSON
 heavy work done by whole-string and whole-dict built-ins, so memory grows with the number of
 distinct projects and not with the file (750,000 rows: about 1 s and 115 MiB, see
 ``bench/critical_list.py``). Any malformed row rejects the whole file with its line number:
-nothing is written before the file has been read to the end.
+nothing is written before the file has been read to the end. A hostile file is refused as soon
+as its shape gives it away, for less than reading a normal file of its size costs: a number's
+size is checked before the number is converted, and JSON nested deeper than the format is
+refused at its first extra level (``bench/hostile_stats.py``).
 
 Ranking rule: projects are ordered by downloads, most first; equal counts are ordered by
 normalised name, A to Z. The critical projects are the first ``ceil(total × percent / 100)``
@@ -25,9 +28,8 @@ import io
 import math
 import operator
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from decimal import Decimal
 from fractions import Fraction
 from typing import IO, Any, Literal
 
@@ -52,6 +54,16 @@ SourceFormat = Literal["csv-counts", "json-counts", "csv-ranks"]
 # The largest numbers the tables keep: download counts are BIGINT, ranks and totals INTEGER.
 MAX_DOWNLOADS = 2**63 - 1
 MAX_RANK = 2**31 - 1
+# Each row's count is below this: PyPI's most downloaded project has a few billion downloads a
+# month, so the limit is tens of thousands of years of it. It is checked before anything costly
+# is done with a number, every count below it is exact as a float (below 2**53), and a name
+# would have to fill 9,224 rows for its sum to overflow MAX_DOWNLOADS.
+DOWNLOAD_COUNT_LIMIT = 10**15
+# The deepest a statistics document nests: the document, its "rows" array, one row.
+JSON_DEPTH = 3
+# Counts and ranks have at most 15 digits: a CSV cell longer than this (spaces aside) is refused
+# before int() sees it, whose cost grows with the square of the length.
+_NUMBER_CHARACTERS = 32
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,22 @@ class DownloadTable:
     @property
     def has_counts(self) -> bool:
         return self.source_format != "csv-ranks"
+
+
+@dataclass(frozen=True)
+class _NumberRule:
+    """What a column's numbers may be: ``lowest <= n < limit``; ``rule`` says so to a person."""
+
+    what: str
+    lowest: int
+    limit: int
+    rule: str
+
+
+_COUNT = _NumberRule(
+    "a download count", 0, DOWNLOAD_COUNT_LIMIT, f"a whole number below {DOWNLOAD_COUNT_LIMIT:,}"
+)
+_RANK = _NumberRule("a rank", 1, MAX_RANK + 1, f"a whole number from 1 to {MAX_RANK:,}")
 
 
 @dataclass(frozen=True)
@@ -99,21 +127,19 @@ def read_download_file(stream: IO[bytes], *, on_progress: Progress | None = None
             values, rows, source_format = _read_csv(buffered)
     if not values:
         raise ImportRejected("the file holds no projects")
-    _check_fits(values, ranks=source_format == "csv-ranks")
+    if source_format != "csv-ranks":
+        _check_sums_fit(values)
     return DownloadTable(source_format, values, source.digest.hexdigest(), rows)
 
 
-def _check_fits(values: dict[str, int], *, ranks: bool) -> None:
-    """Every count (summed over a name listed twice) and rank fits the column that keeps it.
-    The number itself is not shown: it may have thousands of digits."""
+def _check_sums_fit(values: dict[str, int]) -> None:
+    """Each row's count is below DOWNLOAD_COUNT_LIMIT, but a name listed in thousands of rows
+    sums them: the total must still fit the column that keeps it."""
     name, largest = max(values.items(), key=_SECOND)
-    limit, what, why = (
-        (MAX_RANK, "rank", "no ranking is that long")
-        if ranks
-        else (MAX_DOWNLOADS, "download count", "no project has that many")
-    )
-    if largest > limit:
-        raise ImportRejected(f"{name!r} has a {what} larger than {limit:,}: {why}")
+    if largest > MAX_DOWNLOADS:
+        raise ImportRejected(
+            f"{name!r} has a download count larger than {MAX_DOWNLOADS:,}: no project has that many"
+        )
 
 
 def critical_count(total_projects: int, percent: float) -> int:
@@ -316,9 +342,10 @@ class _LineBlocks:
 def _fold_blocks(blocks: _LineBlocks, *, ranks: bool) -> dict[str, int]:
     values: dict[str, int] = {}
     combine = min if ranks else operator.add
+    rule = _RANK if ranks else _COUNT
     for first_line, first, second in blocks:
         names, numbers = (second, first) if ranks else (first, second)
-        counts = _parse_counts(numbers, first_line, minimum=1 if ranks else 0)
+        counts = _parse_counts(numbers, first_line, rule)
         _fold(values, normalize_names(names, first_line), counts, combine)
     return values
 
@@ -341,25 +368,31 @@ def _fold(
     values.update(part)
 
 
-def _parse_counts(cells: Iterable[str], first_line: int, *, minimum: int) -> list[int]:
-    cells = list(cells)
-    try:
-        counts = list(map(int, cells))
-    except ValueError:
-        counts = []
-    if len(counts) == len(cells) and (not counts or min(counts) >= minimum):
-        return counts
-    for index, cell in enumerate(cells):
-        what = "a rank" if minimum else "a download count"
+def _parse_counts(cells: list[str], first_line: int, rule: _NumberRule) -> list[int]:
+    """One block's numbers; a cell that is not one in the rule's range rejects the file."""
+    if max(map(len, cells), default=0) <= _NUMBER_CHARACTERS:
         try:
-            number = int(cell)
+            numbers = list(map(int, cells))
         except ValueError:
-            raise ImportRejected(
-                f"{cell.strip()[:40]!r} is not {what} (a whole number)", line=first_line + index
-            ) from None
-        if number < minimum:
-            raise ImportRejected(f"{what} cannot be {number}", line=first_line + index)
-    raise AssertionError("unreachable: a bad cell was found above")
+            pass
+        else:
+            if not numbers or (min(numbers) >= rule.lowest and max(numbers) < rule.limit):
+                return numbers
+    # Cell by cell: finds the bad one, or reads long cells made long by spaces.
+    return [_parse_cell(cell, first_line + index, rule) for index, cell in enumerate(cells)]
+
+
+def _parse_cell(cell: str, line: int, rule: _NumberRule) -> int:
+    text = cell.strip()
+    number = None
+    if len(text) <= _NUMBER_CHARACTERS:
+        with suppress(ValueError):
+            number = int(text)
+    if number is None or number >= rule.limit:
+        raise ImportRejected(f"{text[:40]!r} is not {rule.what} ({rule.rule})", line=line)
+    if number < rule.lowest:
+        raise ImportRejected(f"{rule.what} cannot be {number}", line=line)
+    return number
 
 
 def _read_json(buffered: io.BufferedReader[_HashingReader]) -> tuple[dict[str, int], int]:
@@ -374,31 +407,78 @@ def _read_json(buffered: io.BufferedReader[_HashingReader]) -> tuple[dict[str, i
         batch_names.clear()
         batch_counts.clear()
 
-    try:
-        for item in ijson.items(buffered, "rows.item"):
-            row += 1
-            name, count = _json_row(item, row)
-            batch_names.append(name)
-            batch_counts.append(count)
-            if len(batch_names) == CHUNK_ROWS:
-                flush()
-    except ijson.JSONError as error:
-        raise ImportRejected(f"the file is not valid JSON ({error})") from None
-    except UnicodeDecodeError:
-        raise ImportRejected("the file is not UTF-8 text") from None
+    for row, fields in enumerate(_json_rows(buffered), start=1):
+        name, count = _json_row(fields, row)
+        batch_names.append(name)
+        batch_counts.append(count)
+        if len(batch_names) == CHUNK_ROWS:
+            flush()
     if batch_names:
         flush()
     return values, row
 
 
-def _json_row(item: Any, row: int) -> tuple[str, int]:
-    if not isinstance(item, dict):
-        raise ImportRejected(f"row {row}: each row must be an object")
-    name, count = item.get("project"), item.get("download_count")
+def _json_rows(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
+    """The rows of ``{"rows": [{…}, …]}``, each a dict of its fields; the document's other keys
+    are skipped. Built here from the parser's events rather than by ``ijson.items``, whose
+    time grows with the square of the depth: anything nested deeper than a row's fields is
+    refused as soon as it opens. Numbers are read as floats (and as ints up to 2**63) by the
+    parser itself, which refuses larger ones as it reads their digits; read as a Decimal,
+    ``1e1000000`` kept a worker busy for half a minute once converted to int."""
+    depth = 0
+    in_rows = False  # in the document's "rows" array, or in one of its rows
+    key = ""  # the key whose value comes next
+    row = 0
+    fields: dict[str, Any] = {}
+    try:
+        for event, value in ijson.basic_parse(stream, use_float=True):
+            if event == "map_key":
+                key = value
+            elif event == "start_map" or event == "start_array":
+                depth += 1
+                if depth > JSON_DEPTH:
+                    raise ImportRejected(
+                        f"{f'row {row}: ' if in_rows else ''}the file nests deeper than its rows "
+                        "allow: a row's fields hold a name and a number, not lists or objects"
+                    )
+                if depth == 2:
+                    in_rows = key == "rows" and event == "start_array"
+                elif depth == 3 and in_rows:
+                    row += 1
+                    if event == "start_array":
+                        raise ImportRejected(f"row {row}: each row must be an object")
+                    fields = {}
+            elif event == "end_map" or event == "end_array":
+                depth -= 1
+                if depth == 2 and in_rows:
+                    yield fields
+            elif in_rows and depth == 3:
+                fields[key] = value
+                key = ""
+            elif in_rows and depth == 2:
+                raise ImportRejected(f"row {row + 1}: each row must be an object")
+    except ijson.JSONError as error:
+        # yajl (ijson's yajl2_c backend) refuses a number beyond an int64 or a double as it
+        # reads its digits.
+        if in_rows and depth == 3 and key == "download_count" and "overflow" in str(error):
+            raise ImportRejected(f"row {row}: download_count must be {_COUNT.rule}") from None
+        raise ImportRejected(f"the file is not valid JSON ({error})") from None
+    except UnicodeDecodeError:
+        raise ImportRejected("the file is not UTF-8 text") from None
+
+
+def _json_row(fields: dict[str, Any], row: int) -> tuple[str, int]:
+    name, count = fields.get("project"), fields.get("download_count")
     if not isinstance(name, str) or not name.strip():
         raise ImportRejected(f"row {row}: the project name is missing")
-    if isinstance(count, bool) or not isinstance(count, int | Decimal) or count != int(count):
-        raise ImportRejected(f"row {row}: download_count must be a whole number")
-    if count < 0:
-        raise ImportRejected(f"row {row}: a download count cannot be {count}")
+    # Compared with the limit before int() is asked for anything.
+    if (
+        isinstance(count, bool)
+        or not isinstance(count, int | float)
+        or not -_COUNT.limit < count < _COUNT.limit
+        or count != int(count)
+    ):
+        raise ImportRejected(f"row {row}: download_count must be {_COUNT.rule}")
+    if count < _COUNT.lowest:
+        raise ImportRejected(f"row {row}: a download count cannot be {int(count)}")
     return name, int(count)
