@@ -174,7 +174,8 @@ def test_an_unreachable_database_gets_a_friendly_503_until_it_is_back(
     back = client.get("/account")
     assert back.status_code == 200 and maintainer.username in back.get_data(as_text=True)
     sent = client.post(
-        "/sign-in", data={"email": "someone@example.org", "csrf_token": csrf_token(client, "/account")}
+        "/sign-in",
+        data={"email": "someone@example.org", "csrf_token": csrf_token(client, "/account")},
     )
     assert sent.status_code == 302 and "Retry-After" not in sent.headers  # nothing to retry
     database.engine.dispose()
