@@ -174,8 +174,9 @@ def _postgresql_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "do_connect")
     def _connect(_dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
-        if has_request_context() and time.monotonic() < _silent_until:
-            cparams = {**cparams, "connect_timeout": 1}
+        limit = wait_limit()  # the health check's, or just after a silence: shorter
+        if limit is not None and limit < CONNECT_SECONDS:
+            cparams = {**cparams, "connect_timeout": max(1, int(limit))}
         return _BoundedConnection.connect(*cargs, **cparams)
 
     @event.listens_for(engine, "handle_error")

@@ -11,15 +11,19 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlmodel import Session, select
 
 from accounts.models import StaffRole
 from app import create_app
-from core.db import create_db_engine
+from core.db import create_db_engine, get_database
+from core.settings import Settings
 from distribution.claims.services import transition_claim
 from distribution.models import Claim, ClaimAction, StockMovement
 from distribution.stock.services import stock_figures
@@ -45,18 +49,27 @@ PARCELS = 150  # in each round's manifest
 PAUSE = 0.02  # between receipts, recorded as long as each round's manifest is applied
 
 
-def test_a_manifest_and_stock_receipts_at_once_never_deadlock(
+@pytest.fixture
+def programme(
     databases: DatabaseFactory,
     smtp_server: tuple[Mailbox, int],
     ratelimit_storage_url: str,
     tmp_path: Path,
-):
+) -> Iterator[tuple[Settings, Flask, sa.Engine]]:
+    """A database of the test's own, committed for real, and an app serving it."""
     url = databases.create("lock_order")
     settings = make_settings(
         url, smtp_server[1], ratelimit_storage_url=ratelimit_storage_url, instance_path=tmp_path
     )
     app = create_app(settings)
     engine = create_db_engine(url)
+    yield settings, app, engine
+    get_database(app).engine.dispose()
+    engine.dispose()
+
+
+def test_a_manifest_and_stock_receipts_at_once_never_deadlock(programme):
+    settings, app, engine = programme
     references: list[list[str]] = []
     with Session(engine, expire_on_commit=False) as session:
         stock_famous_project(session, {USB_A: ROUNDS * PARCELS, USB_C: 2 * ROUNDS * PARCELS})
@@ -132,4 +145,3 @@ def test_a_manifest_and_stock_receipts_at_once_never_deadlock(
         for model in figures.models:
             assert model.on_hand == model.ledger_sum
         assert figures.allocated == 0 and figures.reserved == 0
-    engine.dispose()
