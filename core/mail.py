@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import smtplib
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
@@ -122,8 +123,14 @@ class SMTPMailer:
     have told anyone something the database never recorded (and a retry would tell them
     twice); nor should a transaction hold its locks while an SMTP server answers."""
 
+    # A relay that accepts and then says nothing costs each request that mails the whole SMTP
+    # timeout. After one such silence, requests leave their mail pending (``mail
+    # send-pending`` delivers it) for this long, instead of each waiting in turn.
+    SILENCE_SECONDS = 60.0
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._silent_until = 0.0
 
     def send(self, *, session: Session, mail: Mail) -> OutboxMessage:
         message = _record(session, mail)
@@ -135,6 +142,8 @@ class SMTPMailer:
     def _deliver_committed(self, session: Session, message_id: int | None) -> None:
         """Deliver a message the committed transaction sent, in a transaction of its own (the
         committed one can run no more SQL)."""
+        if time.monotonic() < self._silent_until:
+            return  # pending: the relay was silent a moment ago
         with Session(bind=session.get_bind(), join_transaction_mode="create_savepoint") as own:
             message = own.get(OutboxMessage, message_id)
             if message is not None and message.sent_at is None:
@@ -148,6 +157,9 @@ class SMTPMailer:
             self._transmit(message)
         except (OSError, smtplib.SMTPException) as error:
             message.last_error = f"{type(error).__name__}: {error}"[:_ERROR_LENGTH]
+            # smtplib reports a silent relay as "Connection unexpectedly closed: timed out".
+            if isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError):
+                self._silent_until = time.monotonic() + self.SILENCE_SECONDS
             return False
         message.sent_at = utcnow()
         message.body = ""

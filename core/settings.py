@@ -74,7 +74,8 @@ class Settings:
     smtp_starttls: bool = False
     smtp_username: str = ""
     smtp_password: str = field(default="", repr=False)
-    smtp_timeout_seconds: float = 10.0
+    # Each wait for the relay: a silent one costs a request this long, once (core.mail).
+    smtp_timeout_seconds: float = 5.0
 
     programme_opens_at: datetime = datetime(2026, 11, 1, tzinfo=UTC)
     programme_closes_at: datetime = datetime(2027, 11, 1, tzinfo=UTC)
@@ -225,6 +226,8 @@ class Settings:
             raise SettingsError("KEYS_CRITICAL_PERCENT must be above 0 and at most 100")
         if self.sign_in_link_minutes < 1:
             raise SettingsError("KEYS_SIGN_IN_LINK_MINUTES must be at least 1")
+        if not 0 < self.smtp_timeout_seconds <= 20:
+            raise SettingsError("KEYS_SMTP_TIMEOUT_SECONDS must be above 0 and at most 20")
         if not 1 <= self.staff_enrolment_hours <= 14 * 24:
             raise SettingsError("KEYS_STAFF_ENROLMENT_HOURS must be between 1 and 336 (14 days)")
         self._validate_labels()
@@ -313,6 +316,7 @@ class Settings:
             mail_from=env.text("KEYS_MAIL_FROM", cls.mail_from),
             smtp_host=env.text("KEYS_SMTP_HOST", cls.smtp_host),
             smtp_port=env.integer("KEYS_SMTP_PORT", cls.smtp_port),
+            smtp_timeout_seconds=env.number("KEYS_SMTP_TIMEOUT_SECONDS", cls.smtp_timeout_seconds),
             smtp_starttls=env.flag("KEYS_SMTP_STARTTLS", cls.smtp_starttls),
             smtp_username=env.text("KEYS_SMTP_USERNAME", ""),
             smtp_password=env.text("KEYS_SMTP_PASSWORD", ""),

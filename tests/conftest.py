@@ -147,33 +147,38 @@ def mailbox(smtp_server: tuple[Mailbox, int]) -> Mailbox:
 # --- rate-limit storage -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Debian's redis-server on a free loopback port, keeping nothing on disk; its URL.
-    Production settings refuse per-process counters, so the tests count in Redis too."""
+def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Debian's redis-server on a free loopback port, keeping nothing on disk, answering; the
+    process and its URL."""
     executable = shutil.which("redis-server")
     if executable is None:
         pytest.fail("redis-server not found: run `make test`, which installs it")
     port = free_port()
-    directory = tmp_path_factory.mktemp("redis")
     server = subprocess.Popen(
         [executable, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
         + ["--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not start on port {port}")
-            time.sleep(0.05)
+    with redis.Redis.from_url(url) as client:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"redis-server did not start on port {port}")
+                time.sleep(0.05)
+    return server, url
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis for the whole run; its URL. Production settings refuse per-process counters,
+    so the tests count in Redis too."""
+    server, url = start_redis(tmp_path_factory.mktemp("redis"))
     yield url
-    client.close()
     server.terminate()
     server.wait(timeout=30)
 

@@ -1,5 +1,6 @@
 """Faults that must not freeze the site: a PostgreSQL that stops answering (every one of its
-processes stopped with SIGSTOP: connections are accepted, nothing comes back).
+processes stopped with SIGSTOP: connections are accepted, nothing comes back), a mail relay
+that accepts and never answers, a Redis stopped with SIGSTOP.
 
 A gunicorn of its own serves a PostgreSQL cluster of its own, so that stopping the database
 disturbs no other test. While the database is silent, the health check answers 503 (within
@@ -23,11 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session, select
 
-from tests.conftest import DatabaseFactory, Mailbox
+from core.db import create_db_engine
+from core.mail import OutboxMessage
+from tests.conftest import DatabaseFactory, Mailbox, start_redis
+from tests.core.test_mail import silent_relay
+from tests.factories import make_maintainer, make_staff
 from tests.test_scale_out import (
+    _CSRF,
     ROOT,
+    WORKERS,
     Server,
+    Visitor,
     server_environment,
     start_server,
     stop_server,
@@ -154,3 +163,73 @@ def test_a_silent_postgresql_gives_fast_503s_and_the_site_recovers(silent_databa
     lines = [json.loads(line) for line in server.log.read_text().splitlines()]
     assert not [line for line in lines if line.get("level") == "CRITICAL"]
     assert not [line for line in lines if "WORKER TIMEOUT" in line.get("message", "")]
+
+
+def test_a_silent_relay_or_a_hung_redis_does_not_freeze_sign_in(
+    databases: DatabaseFactory, tmp_path: Path
+):
+    """The mail relay accepts and never answers; later Redis (the rate limits' counters) is
+    stopped with SIGSTOP. Sign-in goes on answering, well inside gunicorn's timeout: mail
+    waits in the outbox for `mail send-pending`, the limits count in memory meanwhile."""
+    url = databases.create("silent_relay")
+    engine = create_db_engine(url)
+    with Session(engine) as session:
+        for number in range(5):
+            make_maintainer(session, email=f"waiting-{number}@example.org")
+        make_staff(session, email="desk@example.org")
+        session.commit()
+    redis_process, redis_url = start_redis(tmp_path)
+    server = None
+    try:
+        with silent_relay() as relay_port:
+            environment = server_environment(
+                url,
+                secret=secrets.token_urlsafe(48),
+                smtp_port=relay_port,
+                redis_url=redis_url,
+                instance=tmp_path,
+            )
+            environment["KEYS_SMTP_TIMEOUT_SECONDS"] = "3"
+            server = start_server("silent-relay", environment, tmp_path / "gunicorn.log")
+            wait_until_healthy(server, time.monotonic() + 60)
+            visitor = Visitor()
+
+            def ask_for_link(number: int) -> tuple[int, str, float]:
+                started = time.monotonic()
+                form = visitor.get(server, "/sign-in").form_value(_CSRF)
+                email = f"waiting-{number}@example.org"
+                sent = visitor.post_form(server, "/sign-in", {"email": email, "csrf_token": form})
+                return sent.status, sent.location, round(time.monotonic() - started, 1)
+
+            relay_silent = [ask_for_link(number) for number in range(3)]
+            redis_process.send_signal(signal.SIGSTOP)
+            redis_stopped = [ask_for_link(number) for number in (3, 4)]
+            form = visitor.get(server, "/staff/sign-in").form_value(_CSRF)
+            wrong = visitor.post_form(
+                server,
+                "/staff/sign-in",
+                {"email": "desk@example.org", "password": "wrong", "csrf_token": form},
+            )
+            health = get(server, "/healthz")
+            redis_process.send_signal(signal.SIGCONT)
+            print(relay_silent, redis_stopped)
+
+            assert [(status, where) for status, where, _s in relay_silent + redis_stopped] == [
+                (302, "/sign-in/sent")
+            ] * 5
+            assert wrong.status == 401 and health.status == 200
+    finally:
+        redis_process.send_signal(signal.SIGCONT)
+        redis_process.terminate()
+        redis_process.wait(timeout=30)
+        if server is not None:
+            stop_server(server)
+    with Session(engine) as session:
+        pending = session.exec(select(OutboxMessage).where(OutboxMessage.sent_at == None)).all()  # noqa: E711
+        assert len(pending) == 5  # every link kept for the retry, none lost
+        # Each server process waited for the silent relay once; then it stopped trying.
+        assert sum(message.attempts for message in pending) <= WORKERS
+    engine.dispose()
+    lines = [json.loads(line) for line in server.log.read_text().splitlines()]
+    assert not [line for line in lines if line.get("level") == "CRITICAL"]
+    assert not [line for line in lines if (line.get("status") or 0) >= 500]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
 from sqlmodel import select
 
 from core.mail import Mail, OutboxMailer, OutboxMessage, SMTPMailer, send_pending
@@ -88,3 +93,48 @@ def test_send_pending_refuses_with_the_outbox_backend(app_factory):
     result = demo.test_cli_runner().invoke(args=["mail", "send-pending"])
     assert result.exit_code == 1
     assert "nothing to send" in result.output
+
+
+@contextmanager
+def silent_relay() -> Iterator[int]:
+    """A relay that accepts connections and never says a word (not even its greeting)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            with suppress(TimeoutError):
+                held.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        listener.close()
+
+
+def test_a_silent_relay_costs_one_timeout_then_mail_waits_for_the_retry(session, settings, mailbox):
+    """Four parcels' mails after one commit: the first waits out the SMTP timeout, the others
+    are left pending at once instead of waiting in turn; `mail send-pending` delivers all four
+    once the relay answers."""
+    with silent_relay() as port:
+        mailer = SMTPMailer(settings.replace(smtp_port=port, smtp_timeout_seconds=0.5))
+        messages = [mailer.send(session=session, mail=WELCOME) for _ in range(4)]
+        session.commit()
+    for message in messages:
+        session.refresh(message)
+    assert [m.sent_at for m in messages] == [None] * 4
+    assert [m.attempts for m in messages] == [1, 0, 0, 0]
+    assert "timed out" in messages[0].last_error
+
+    sent, failing = send_pending(session=session, mailer=SMTPMailer(settings))
+
+    assert (sent, failing) == (4, 0)
+    assert len(mailbox.to("someone@example.org")) == 4

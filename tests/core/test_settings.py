@@ -111,6 +111,8 @@ def test_secret_is_not_in_the_repr():
         ({"KEYS_RATELIMIT_STORAGE_URL": "memory://"}, "inside each worker process"),
         ({"KEYS_RATELIMIT_STORAGE_URL": "127.0.0.1:6379"}, "a rate-limit storage URL"),
         ({"KEYS_RATELIMIT_STORAGE_URL": "postgresql://db/keys"}, "a rate-limit storage URL"),
+        ({"KEYS_SMTP_TIMEOUT_SECONDS": "0"}, "KEYS_SMTP_TIMEOUT_SECONDS must be above 0"),
+        ({"KEYS_STAFF_ENROLMENT_HOURS": "0"}, "KEYS_STAFF_ENROLMENT_HOURS must be between 1"),
         ({"KEYS_PROXY_HOPS": "-1"}, "KEYS_PROXY_HOPS must be between 0"),
         ({"KEYS_PROXY_HOPS": "one"}, "KEYS_PROXY_HOPS must be a whole number"),
         ({"KEYS_LOW_STOCK_ALERTS": "400,-1"}, "KEYS_LOW_STOCK_ALERTS must be positive"),
