@@ -212,12 +212,14 @@ def test_a_silent_relay_or_a_hung_redis_does_not_freeze_sign_in(
             )
             health = get(server, "/healthz")
             redis_process.send_signal(signal.SIGCONT)
-            print(relay_silent, redis_stopped)
+            back = ask_for_link(0)
+            print(relay_silent, redis_stopped, back)
 
             assert [(status, where) for status, where, _s in relay_silent + redis_stopped] == [
                 (302, "/sign-in/sent")
             ] * 5
             assert wrong.status == 401 and health.status == 200
+            assert back[:2] == (302, "/sign-in/sent")  # and after SIGCONT
     finally:
         redis_process.send_signal(signal.SIGCONT)
         redis_process.terminate()
@@ -226,7 +228,7 @@ def test_a_silent_relay_or_a_hung_redis_does_not_freeze_sign_in(
             stop_server(server)
     with Session(engine) as session:
         pending = session.exec(select(OutboxMessage).where(OutboxMessage.sent_at == None)).all()  # noqa: E711
-        assert len(pending) == 5  # every link kept for the retry, none lost
+        assert len(pending) == 6  # every link kept for the retry, none lost
         # Each server process waited for the silent relay once; then it stopped trying.
         assert sum(message.attempts for message in pending) <= WORKERS
     engine.dispose()
