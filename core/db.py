@@ -88,7 +88,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 CONNECT_SECONDS = 3
 STATEMENT_SECONDS = 60
 LOCK_SECONDS = 15
-REQUEST_WAIT_SECONDS = 10.0
+REQUEST_WAIT_SECONDS = 5.0
 HEALTH_WAIT_SECONDS = 2.0
 SILENCE_SECONDS = 10.0
 POOL_WAIT_SECONDS = 5
@@ -107,9 +107,7 @@ class _BoundedConnection(psycopg.Connection[Any]):
         limit = timeout if timeout is not None else wait_limit()
         try:
             return super().wait(gen, interval=interval, timeout=limit)
-        except psycopg.errors.OperationalError as error:
-            if limit is None or error.sqlstate is not None or self.closed:
-                raise
+        except psycopg.errors._WaitTimeout:  # internal: psycopg asks callers to convert it
             # The server said nothing: the query may still be running there, so this
             # connection cannot be used again.
             global _silent_until
