@@ -11,7 +11,6 @@ everything answers 200 again.
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import secrets
@@ -20,7 +19,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,6 +33,7 @@ from tests.test_scale_out import (
     _CSRF,
     ROOT,
     WORKERS,
+    Answer,
     Server,
     Visitor,
     server_environment,
@@ -48,29 +47,11 @@ pytestmark = pytest.mark.skipif(
     reason="a hung PostgreSQL needs the PostgreSQL run (make test starts one)",
 )
 
-# The client's own patience: far beyond what the site may take, so a frozen site fails the
-# test by answering nothing rather than by hanging it.
-CLIENT_TIMEOUT = 40.0
-
-
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    seconds: float
-
 
 def get(server: Server, path: str) -> Answer:
-    started = time.monotonic()
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=CLIENT_TIMEOUT)
-    try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        body = response.read()
-    finally:
-        connection.close()
-    return Answer(response.status, dict(response.headers), body, time.monotonic() - started)
+    """A GET from a new visitor, who gives up after the scale-out tests' ``TIMEOUT`` (30 s):
+    a frozen site fails the test by answering nothing rather than by hanging it."""
+    return Visitor().get(server, path)
 
 
 @pytest.fixture
@@ -127,29 +108,23 @@ def test_a_silent_postgresql_gives_fast_503s_and_the_site_recovers(silent_databa
     assert get(server, "/projects?name=requests").status == 200
 
     postgres(cluster, signal.SIGSTOP)
-    answers = {
-        path: get(server, path)
-        for path in (
-            "/healthz",
-            "/api/projects/requests",
-            "/projects?name=requests",
-            "/static/css/app.css",
-        )
-    }
-    again = get(server, "/healthz")  # the next probe, after the first silence
-    print({path: round(a.seconds, 1) for path, a in answers.items()}, round(again.seconds, 1))
+    paths = ("/healthz", "/api/projects/requests", "/projects?name=requests", "/healthz")
+    timed = []  # the second /healthz is the next probe, after the first silence
+    for path in paths:
+        started = time.monotonic()
+        timed.append((get(server, path), round(time.monotonic() - started, 1)))
+    print([(path, seconds) for path, (_answer, seconds) in zip(paths, timed, strict=True)])
+    health, public, page, again = (answer for answer, _seconds in timed)
+    static = get(server, "/static/css/app.css")
 
-    health = answers["/healthz"]
     assert health.status == again.status == 503
     assert json.loads(health.body) == {"status": "unavailable", "database": "unreachable"}
-    public = answers["/api/projects/requests"]
     assert public.status == 503 and public.headers["Content-Type"] == "application/json"
     assert json.loads(public.body)["error"] == "We will be back in a moment"
     assert public.headers["Retry-After"] == "30"
-    page = answers["/projects?name=requests"]
-    assert page.status == 503 and b"cannot reach its database" in page.body
+    assert page.status == 503 and "cannot reach its database" in page.body
     assert page.headers["Retry-After"] == "30"
-    assert answers["/static/css/app.css"].status == 200
+    assert static.status == 200
 
     postgres(cluster, signal.SIGCONT)
     deadline = time.monotonic() + 20
