@@ -134,7 +134,8 @@ def _register_error_pages(app: Flask) -> None:
             g.retry_after = headers["Retry-After"]
         if (
             request.path.startswith("/api/")
-            or request.path in ("/healthz", "/transparency.json")
+            or request.path == "/healthz"
+            or request.path.endswith(".json")
             or request.accept_mimetypes.best == "application/json"
         ):
             return jsonify(error=title, message=message, status=status), status, headers
