@@ -36,7 +36,10 @@ run: install system-packages
 	@echo "  Staff:      http://localhost:5000/staff/sign-in as admin@example.org (or shipping@,"
 	@echo "              programme@, viewer@example.org), password demo-password-only"
 	@echo
-	$(DEMO_ENV) $(BIN)/flask --app app run --host 127.0.0.1 --port 5000
+	@echo "  A task consumer runs beside the server (label runs, mail, hourly and daily jobs);"
+	@echo "  Ctrl-C stops both."
+	@echo
+	$(DEMO_ENV) BIN=$(BIN) scripts/run-demo.sh
 
 lint: install
 	$(BIN)/ruff check .

@@ -16,11 +16,13 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 import accounts.models  # noqa: F401  (tables, for import_models)
 import core.audit  # noqa: F401
+import core.tasks  # noqa: F401
 import distribution.models  # noqa: F401
 import eligibility.models  # noqa: F401
+import jobs
 from accounts import access, sessions
 from accounts.models import StaffRole
-from core import db, logs, mail
+from core import db, logs, mail, tasks
 from core.errors import DomainError
 from core.health import DATABASE_RETRY_AFTER
 from core.settings import Settings, SettingsError
@@ -56,7 +58,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         hops = settings.proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
 
-    db.init_app(app, db.Database(db.create_db_engine(settings.database_url)))
+    database = db.Database(db.create_db_engine(settings.database_url))
+    db.init_app(app, database)
+    jobs.register(tasks.init_app(app, settings, database))
     mail.init_app(app, mail.create_mailer(settings))
     security.init_app(app, settings)
     filters.init_app(app)
@@ -74,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from distribution.shipping.views import bp as shipping_bp
     from distribution.stock.views import bp as stock_bp
     from eligibility.views import bp as eligibility_bp
+    from jobs.views import bp as jobs_bp
 
     app.register_blueprint(accounts_bp)
     app.register_blueprint(eligibility_bp)
@@ -85,6 +90,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(reports_bp)
     app.register_blueprint(personal_data_bp)
     app.register_blueprint(staff_keys_bp)
+    app.register_blueprint(jobs_bp)
     app.register_blueprint(health_bp)
     db.retry_conflicts(app)
 
@@ -123,6 +129,7 @@ def _register_cli(app: Flask) -> None:
     app.cli.add_command(stock_cli)
     app.cli.add_command(claims_cli)
     app.cli.add_command(keys_cli)
+    app.cli.add_command(tasks.tasks_cli)
 
 
 def _register_error_pages(app: Flask) -> None:

@@ -90,6 +90,17 @@ class SignInLink(SQLModel, table=True):
     used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class SignInRequest(SQLModel, table=True):
+    """An address someone asked a sign-in link for, until a consumer answers it (and deletes
+    the row): the request itself does the same work whether the address is known or not."""
+
+    __tablename__ = "sign_in_request"
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320)
+    created_at: datetime = Field(sa_type=UTCDateTime, nullable=False)
+
+
 class Staff(SQLModel, table=True):
     """A member of the programme's staff, signing in with email and password."""
 

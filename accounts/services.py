@@ -22,8 +22,16 @@ from accounts.errors import (
     StaffNotFound,
     WeakPassword,
 )
-from accounts.models import Maintainer, SignInLink, Staff, StaffRole, StaffRoleGrant
+from accounts.models import (
+    Maintainer,
+    SignInLink,
+    SignInRequest,
+    Staff,
+    StaffRole,
+    StaffRoleGrant,
+)
 from accounts.sessions import end_sessions
+from core import tasks
 from core.actors import Actor, ActorKind
 from core.audit import record_event
 from core.db import utcnow
@@ -147,18 +155,35 @@ def set_maintainer_country(
     return maintainer
 
 
-def request_sign_in_link(
+SIGN_IN_LINK_TASK = "accounts.sign_in_link"
+
+
+def request_sign_in_link(*, session: Session, email: str) -> None:
+    """Record that a link was asked for ``email``; a consumer answers (``send_sign_in_link``).
+
+    The request writes the same two rows for any address and opens no SMTP connection, so
+    neither its answer nor its timing tells a known address from an unknown one."""
+    request = SignInRequest(email=normalize_email(email)[:320], created_at=utcnow())
+    session.add(request)
+    session.flush()
+    tasks.enqueue(session=session, name=SIGN_IN_LINK_TASK, subject_id=request.id)
+
+
+def send_sign_in_link(
     *,
     session: Session,
     mailer: Mailer,
-    email: str,
+    request_id: int,
     base_url: str,
     valid_for: timedelta,
 ) -> None:
-    """Email a single-use sign-in link if the address belongs to a maintainer.
-
-    Returns nothing either way, so the caller cannot tell a known address from an unknown one.
-    """
+    """Answer a sign-in request: email a single-use link if the address belongs to a
+    maintainer, record the attempt either way, and forget the address asked for."""
+    request = session.get(SignInRequest, request_id)
+    if request is None:
+        raise tasks.TaskFailed(f"Sign-in request {request_id} no longer exists.")
+    email = request.email
+    session.delete(request)
     maintainer = find_maintainer_by_email(session=session, email=email)
     if maintainer is None:
         record_event(

@@ -99,14 +99,7 @@ def sign_in() -> ResponseReturnValue:
         # name must not stop them signing in. The answer is the same either way; past the
         # limit nothing more is mailed, and the links mailed already still work.
         if count(SIGN_IN_LINK_PER_ADDRESS, "sign-in-link", email_rate_key()):
-            settings = get_settings()
-            services.request_sign_in_link(
-                session=get_session(),
-                mailer=get_mailer(),
-                email=form.email.data,
-                base_url=settings.base_url,
-                valid_for=timedelta(minutes=settings.sign_in_link_minutes),
-            )
+            services.request_sign_in_link(session=get_session(), email=form.email.data)
         return redirect(url_for("accounts.sign_in_sent"))
     return render_template("accounts/sign_in.html", form=form), form_status(form)
 

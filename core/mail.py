@@ -1,8 +1,9 @@
 """Outgoing mail: one interface, two back-ends, every message recorded in the outbox table.
 
-Services call ``mailer.send(session=…, mail=…)``. The SMTP back-end delivers at once and keeps
+Services call ``mailer.send(session=…, mail=…)``. The SMTP back-end records the message and a
+``mail.deliver`` task (core.tasks) that a consumer runs once the transaction commits; it keeps
 only the envelope once delivered (bodies hold single-use links, which must not outlive their
-use); a failed delivery stays pending for ``flask --app app mail send-pending``. The outbox
+use). Temporary failures are retried with back-off; a refusal is shown to staff. The outbox
 back-end, for development and demo mode only, keeps every message in the database so a
 newcomer can read it at ``/dev/outbox`` and click the link.
 
@@ -14,14 +15,14 @@ knows the ``core.formats`` filters (``{{ expires_at|day }}``) that pages use too
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import json
 import smtplib
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from email.utils import make_msgid
 from pathlib import Path
 from typing import Protocol
 
@@ -30,12 +31,11 @@ import jinja2
 import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import with_appcontext
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
-from core import formats
-from core.after_commit import on_commit
-from core.db import UTCDateTime, get_database, utcnow
-from core.settings import Settings
+from core import formats, tasks
+from core.db import Database, UTCDateTime, get_database, utcnow
+from core.settings import Settings, get_settings
 
 _EXTENSION = "keys_mailer"
 _ERROR_LENGTH = 500
@@ -57,6 +57,10 @@ class OutboxMessage(SQLModel, table=True):
     body: str = Field(sa_type=sa.Text)
     attempts: int = 0
     last_error: str = Field(default="", max_length=_ERROR_LENGTH)
+    # Set, committed, just before the relay gets the body; a consumer finding it set on an
+    # unsent message knows a delivery died midway (core.mail.deliver).
+    handed_over_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    failed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)  # for good
 
 
 @dataclass(frozen=True)
@@ -116,86 +120,172 @@ class OutboxMailer:
 
 
 class SMTPMailer:
-    """Delivers through an SMTP server once the sender's transaction commits; failures stay
-    pending for a retry.
+    """Records the message and a task that delivers it once the sender's transaction commits.
 
-    Not before the commit: a request that fails, or a process killed, after ``send`` must not
-    have told anyone something the database never recorded (and a retry would tell them
-    twice); nor should a transaction hold its locks while an SMTP server answers."""
-
-    # A relay that accepts and then says nothing costs each request that mails the whole SMTP
-    # timeout. After one such silence, requests leave their mail pending (``mail
-    # send-pending`` delivers it) for this long, instead of each waiting in turn.
-    SILENCE_SECONDS = 60.0
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._silent_until = 0.0
+    Never in the request: a request that fails after ``send`` must not have told anyone what
+    the database never recorded, a slow relay must not slow the page, and a sign-in form must
+    not take longer for a registered address (which gets mail) than for a stranger's."""
 
     def send(self, *, session: Session, mail: Mail) -> OutboxMessage:
         message = _record(session, mail)
         session.flush()
-        message_id = message.id
-        on_commit(session, lambda: self._deliver_committed(session, message_id))
+        tasks.enqueue(session=session, name=DELIVER_TASK, subject_id=message.id)
         return message
 
-    def _deliver_committed(self, session: Session, message_id: int | None) -> None:
-        """Deliver a message the committed transaction sent, in a transaction of its own (the
-        committed one can run no more SQL)."""
-        if time.monotonic() < self._silent_until:
-            return  # pending: the relay was silent a moment ago
-        with Session(bind=session.get_bind(), join_transaction_mode="create_savepoint") as own:
-            message = own.get(OutboxMessage, message_id)
-            if message is not None and message.sent_at is None:
-                self.deliver(message)
-            own.commit()
 
-    def deliver(self, message: OutboxMessage) -> bool:
-        """Try one delivery; on success mark it sent and drop the body."""
-        message.attempts += 1
-        try:
-            self._transmit(message)
-        except (OSError, smtplib.SMTPException) as error:
-            message.last_error = f"{type(error).__name__}: {error}"[:_ERROR_LENGTH]
-            # smtplib reports a silent relay as "Connection unexpectedly closed: timed out".
-            if isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError):
-                self._silent_until = time.monotonic() + self.SILENCE_SECONDS
-            return False
-        message.sent_at = utcnow()
-        message.body = ""
-        message.last_error = ""
-        return True
-
-    def _transmit(self, message: OutboxMessage) -> None:
-        settings = self._settings
-        email = EmailMessage()
-        email["From"] = settings.mail_from
-        email["To"] = message.recipient
-        email["Subject"] = message.subject
-        email["Message-ID"] = make_msgid(domain=settings.rp_id)
-        email.set_content(message.body)
-        with smtplib.SMTP(
-            settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds
-        ) as smtp:
-            if settings.smtp_starttls:
-                smtp.starttls()
-            if settings.smtp_username:
-                smtp.login(settings.smtp_username, settings.smtp_password)
-            smtp.send_message(email)
+DELIVER_TASK = "mail.deliver"
+RETRY_TASK = "mail.retry"
+# The one moment a delivery cannot be judged: the relay had the whole message and the consumer
+# died before hearing back. Sending again could mail the person twice, so a person decides.
+UNCERTAIN = (
+    "The consumer stopped while the mail server was taking this message, so it may have "
+    "arrived. It is not sent again by itself: retry it if the person did not get it."
+)
 
 
-def send_pending(*, session: Session, mailer: SMTPMailer, limit: int = 500) -> tuple[int, int]:
-    """Retry undelivered messages, oldest first; returns (sent, still failing)."""
-    pending = session.exec(
-        select(OutboxMessage)
-        .where(OutboxMessage.sent_at.is_(None))  # type: ignore[union-attr]
-        .order_by(OutboxMessage.created_at)  # type: ignore[arg-type]
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
-    sent = sum(mailer.deliver(message) for message in pending)
-    session.flush()
-    return sent, len(pending) - sent
+class _Refused(Exception):
+    """The relay answered with a permanent refusal (5xx): retrying cannot help."""
+
+
+def deliver(*, database: Database, settings: Settings, message_id: int) -> None:
+    """Deliver one outbox message, at most once.
+
+    The message is marked handed over, in a committed transaction, just before the relay gets
+    its body; it is marked sent (and its body dropped) once the relay says so. A temporary
+    failure clears the mark and raises, so the task is retried; a permanent refusal marks the
+    message failed (staff see it); finding the mark left by a consumer that died in between
+    marks it uncertain instead of sending it twice."""
+    with database.transaction() as session:
+        message = session.get(OutboxMessage, message_id, with_for_update=True)
+        if message is None:
+            raise tasks.TaskFailed(f"Message {message_id} no longer exists.")
+        if message.sent_at is not None or message.failed_at is not None:
+            return
+        uncertain = message.handed_over_at is not None
+        if uncertain:
+            message.failed_at, message.last_error = utcnow(), UNCERTAIN
+        else:
+            message.attempts += 1
+    if uncertain:
+        raise tasks.TaskFailed(UNCERTAIN)
+
+    def mark(**values: object) -> None:
+        with database.transaction() as session:
+            session.execute(
+                sa.update(OutboxMessage).where(col(OutboxMessage.id) == message_id).values(values)
+            )
+
+    try:
+        _transmit(settings, message, handing_over=lambda: mark(handed_over_at=utcnow()))
+    except _Refused as refusal:
+        reason = f"The mail server refused it for good: {refusal}"[:_ERROR_LENGTH]
+        mark(failed_at=utcnow(), handed_over_at=None, last_error=reason)
+        raise tasks.TaskFailed(reason) from refusal
+    except (OSError, smtplib.SMTPException) as error:
+        mark(handed_over_at=None, last_error=f"{type(error).__name__}: {error}"[:_ERROR_LENGTH])
+        raise
+    mark(sent_at=utcnow(), body="", last_error="")
+
+
+def _transmit(
+    settings: Settings, message: OutboxMessage, *, handing_over: Callable[[], None]
+) -> None:
+    email = EmailMessage()
+    email["From"] = settings.mail_from
+    email["To"] = message.recipient
+    email["Subject"] = message.subject
+    # The message's own key: a relay or mailbox that drops duplicates by Message-ID drops a
+    # second copy of this one.
+    created = int(message.created_at.timestamp())
+    email["Message-ID"] = f"<outbox-{message.id}-{created}@{settings.rp_id}>"
+    email.set_content(message.body)
+    with smtplib.SMTP(
+        settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds
+    ) as smtp:
+        if settings.smtp_starttls:
+            smtp.starttls()
+        if settings.smtp_username:
+            smtp.login(settings.smtp_username, settings.smtp_password)
+        smtp.ehlo_or_helo_if_needed()
+        _expect(smtp.mail(smtp_address(settings.mail_from)), 250)
+        _expect(smtp.rcpt(message.recipient), 250, 251)
+        handing_over()
+        _expect(smtp.data(email.as_bytes()), 250)
+
+
+def smtp_address(header: str) -> str:
+    return email.utils.parseaddr(header)[1]
+
+
+def _expect(reply: tuple[int, bytes], *accepted: int) -> None:
+    code, text = reply
+    if code in accepted:
+        return
+    words = text.decode("utf-8", "replace")[:200]
+    if 500 <= code < 600:
+        raise _Refused(f"{code} {words}")
+    raise smtplib.SMTPResponseException(code, words)
+
+
+def pending_messages(*, session: Session, limit: int = 500) -> list[int]:
+    """Messages neither sent nor failed nor being delivered by a task: what the relay never
+    took (a task that ran out of attempts, mail recorded while no consumer ran)."""
+    live = select(tasks.Task.id).where(
+        tasks.Task.name == DELIVER_TASK,
+        col(tasks.Task.subject_id) == OutboxMessage.id,
+        col(tasks.Task.status).in_(tasks.LIVE_STATUSES),
+    )
+    return [
+        message_id or 0
+        for message_id in session.exec(
+            select(OutboxMessage.id)
+            .where(
+                col(OutboxMessage.sent_at).is_(None),
+                col(OutboxMessage.failed_at).is_(None),
+                col(OutboxMessage.handed_over_at).is_(None),
+                col(OutboxMessage.body) != "",
+                ~sa.exists(live),
+            )
+            .order_by(col(OutboxMessage.id))
+            .limit(limit)
+        ).all()
+    ]
+
+
+def retry_pending(*, session: Session) -> int:
+    """Give every pending message a delivery task again; returns how many."""
+    pending = pending_messages(session=session)
+    for message_id in pending:
+        tasks.enqueue(session=session, name=DELIVER_TASK, subject_id=message_id)
+    return len(pending)
+
+
+def forget_failure(session: Session, message_id: int | None) -> None:
+    """Staff retry a failed delivery: the message may be tried once more."""
+    message = session.get(OutboxMessage, message_id)
+    if message is not None and message.sent_at is None:
+        message.failed_at = message.handed_over_at = None
+
+
+def failed_messages(*, session: Session, limit: int = 50) -> list[OutboxMessage]:
+    """Mail the relay refused for good, or may not have taken: staff decide what to do."""
+    return list(
+        session.exec(
+            select(OutboxMessage)
+            .where(col(OutboxMessage.failed_at).is_not(None), col(OutboxMessage.sent_at).is_(None))
+            .order_by(col(OutboxMessage.failed_at).desc())
+            .limit(limit)
+        ).all()
+    )
+
+
+def deliver_task(message_id: int | None) -> None:
+    deliver(database=get_database(), settings=get_settings(), message_id=message_id or 0)
+
+
+def retry_task(_subject: int | None) -> None:
+    with get_database().transaction() as session:
+        retry_pending(session=session)
 
 
 def recent_outbox(*, session: Session, limit: int = 50) -> list[OutboxMessage]:
@@ -210,7 +300,7 @@ def recent_outbox(*, session: Session, limit: int = 50) -> list[OutboxMessage]:
 
 
 def create_mailer(settings: Settings) -> Mailer:
-    return OutboxMailer() if settings.mail_backend == "outbox" else SMTPMailer(settings)
+    return OutboxMailer() if settings.mail_backend == "outbox" else SMTPMailer()
 
 
 def init_app(app: Flask, mailer: Mailer) -> None:
@@ -231,13 +321,21 @@ def mail_cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @with_appcontext
 def send_pending_command(as_json: bool) -> None:
-    """Retry messages the SMTP server did not take (safe from cron)."""
-    mailer = get_mailer()
-    if not isinstance(mailer, SMTPMailer):
+    """Deliver now, in this process, every message the relay has not taken (the periodic
+    mail.retry task does the same through the queue)."""
+    if not isinstance(get_mailer(), SMTPMailer):
         raise click.ClickException(
             "The outbox back-end keeps mail in the database; nothing to send."
         )
-    with get_database().transaction() as session:
-        sent, failing = send_pending(session=session, mailer=mailer)
+    database, settings = get_database(), get_settings()
+    with database.transaction() as session:
+        pending = pending_messages(session=session)
+    sent = failing = 0
+    for message_id in pending:
+        try:
+            deliver(database=database, settings=settings, message_id=message_id)
+            sent += 1
+        except (OSError, smtplib.SMTPException, tasks.TaskFailed):
+            failing += 1
     report = {"sent": sent, "still_failing": failing}
     click.echo(json.dumps(report) if as_json else f"Sent {sent}; {failing} still failing.")

@@ -74,8 +74,16 @@ class Settings:
     smtp_starttls: bool = False
     smtp_username: str = ""
     smtp_password: str = field(default="", repr=False)
-    # Each wait for the relay: a silent one costs a request this long, once (core.mail).
+    # Each wait for the relay, in a task consumer (requests never talk to it).
     smtp_timeout_seconds: float = 5.0
+
+    # Background work (core.tasks): sqlite:///FILE for one machine, redis://… for several;
+    # memory:// and immediate:// run tasks inside one process, for tests.
+    task_queue_url: str = f"sqlite:///{_DEFAULT_INSTANCE / 'tasks.sqlite3'}"
+    # Consumers check in this often; a task whose consumer missed six check-ins is taken over.
+    task_check_in_seconds: float = 5.0
+    # /healthz answers 503 when no consumer checked in for this long.
+    task_consumer_silence_seconds: int = 60
 
     programme_opens_at: datetime = datetime(2026, 11, 1, tzinfo=UTC)
     programme_closes_at: datetime = datetime(2027, 11, 1, tzinfo=UTC)
@@ -228,6 +236,14 @@ class Settings:
             raise SettingsError("KEYS_SIGN_IN_LINK_MINUTES must be at least 1")
         if not 0 < self.smtp_timeout_seconds <= 20:
             raise SettingsError("KEYS_SMTP_TIMEOUT_SECONDS must be above 0 and at most 20")
+        _validate_task_queue(self.task_queue_url)
+        if not 0.1 <= self.task_check_in_seconds <= 60:
+            raise SettingsError("KEYS_TASK_CHECK_IN_SECONDS must be between 0.1 and 60")
+        if not 6 * self.task_check_in_seconds <= self.task_consumer_silence_seconds <= 3600:
+            raise SettingsError(
+                "KEYS_TASK_CONSUMER_SILENCE_SECONDS must be at least six check-ins "
+                "(6 × KEYS_TASK_CHECK_IN_SECONDS) and at most 3600"
+            )
         if not 1 <= self.staff_enrolment_hours <= 14 * 24:
             raise SettingsError("KEYS_STAFF_ENROLMENT_HOURS must be between 1 and 336 (14 days)")
         self._validate_labels()
@@ -317,6 +333,15 @@ class Settings:
             smtp_host=env.text("KEYS_SMTP_HOST", cls.smtp_host),
             smtp_port=env.integer("KEYS_SMTP_PORT", cls.smtp_port),
             smtp_timeout_seconds=env.number("KEYS_SMTP_TIMEOUT_SECONDS", cls.smtp_timeout_seconds),
+            task_queue_url=env.text(
+                "KEYS_TASK_QUEUE_URL", f"sqlite:///{instance_path / 'tasks.sqlite3'}"
+            ),
+            task_check_in_seconds=env.number(
+                "KEYS_TASK_CHECK_IN_SECONDS", cls.task_check_in_seconds
+            ),
+            task_consumer_silence_seconds=env.integer(
+                "KEYS_TASK_CONSUMER_SILENCE_SECONDS", cls.task_consumer_silence_seconds
+            ),
             smtp_starttls=env.flag("KEYS_SMTP_STARTTLS", cls.smtp_starttls),
             smtp_username=env.text("KEYS_SMTP_USERNAME", ""),
             smtp_password=env.text("KEYS_SMTP_PASSWORD", ""),
@@ -397,6 +422,18 @@ _RATELIMIT_SCHEMES = (
     "mongodb",
     "mongodb+srv",
 )
+
+
+_TASK_QUEUE_SCHEMES = ("sqlite", "redis", "memory", "immediate")
+
+
+def _validate_task_queue(url: str) -> None:
+    scheme, _, rest = url.partition("://")
+    if scheme not in _TASK_QUEUE_SCHEMES or (scheme in ("sqlite", "redis") and not rest):
+        raise SettingsError(
+            "KEYS_TASK_QUEUE_URL must be sqlite:///path/to/tasks.sqlite3 (one machine) or "
+            "redis://127.0.0.1:6379/1 (several)"
+        )
 
 
 def _validate_ratelimit_storage(url: str, *, development: bool) -> None:

@@ -16,6 +16,7 @@ from typing import IO
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from core import tasks
 from core.actors import Actor
 from core.audit import record_event
 from core.db import utcnow
@@ -60,6 +61,9 @@ class ProjectStanding:
     def sticky_only(self) -> bool:
         """Critical only because it was critical before."""
         return self.critical and (self.rank is None or self.rank > self.critical_list.cutoff_rank)
+
+
+NOTICES_TASK = "eligibility.notify"
 
 
 def import_download_statistics(
@@ -182,6 +186,8 @@ def import_download_statistics(
             "removed_count": len(removed),
         },
     )
+    # Whoever the new list made eligible hears so once it is committed (eligibility.notify).
+    tasks.enqueue(session=session, name=NOTICES_TASK)
     return ImportSummary(critical, unchanged=False)
 
 

@@ -31,9 +31,10 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from app import create_app
+from core import tasks
 from core.db import create_db_engine, get_database, upgrade_database
+from core.mail import SMTPMailer
 from core.settings import Settings
-from distribution.shipping.views import LABEL_RUN_STARTER
 
 # --- databases --------------------------------------------------------------------------------
 
@@ -105,6 +106,14 @@ class Mailbox:
     """What the loopback SMTP server received."""
 
     messages: list[EmailMessage] = field(default_factory=list)
+
+    async def handle_RCPT(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address.endswith("@refused.example.org"):  # a mailbox that does not exist
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
@@ -213,6 +222,9 @@ def make_settings(
         "smtp_port": smtp_port,
         "smtp_timeout_seconds": 5.0,
         "ratelimit_storage_url": ratelimit_storage_url,
+        # Each task runs in the test's process once its enqueuer commits (memory:// holds them
+        # until tasks.drain(); the consumer tests start real consumers).
+        "task_queue_url": "immediate://",
     }
     values.update(overrides)
     settings = Settings(**values)
@@ -246,12 +258,11 @@ def connection(engine: sa.Engine) -> Iterator[sa.Connection]:
 
 
 def bind_to(app: Flask, connection: sa.Connection) -> None:
-    """Make the app's sessions join ``connection``; their commits release savepoints. Label
-    runs are not started in a thread (it would share the connection): tests run the job."""
+    """Make the app's sessions join ``connection``; their commits release savepoints (and run
+    the tasks they enqueued, in this thread: immediate://)."""
     get_database(app).sessionmaker.configure(
         bind=connection, join_transaction_mode="create_savepoint"
     )
-    app.extensions[LABEL_RUN_STARTER] = lambda **_run: None
 
 
 AppFactory = Callable[..., Flask]
@@ -271,7 +282,8 @@ def app_factory(
     def build(**overrides: Any) -> Flask:
         overrides.setdefault("instance_path", tmp_path)
         overrides.setdefault("ratelimit_storage_url", ratelimit_storage_url)
-        app = create_app(make_settings(database_url, smtp_server[1], **overrides))
+        smtp_port = overrides.pop("smtp_port", smtp_server[1])
+        app = create_app(make_settings(database_url, smtp_port, **overrides))
         bind_to(app, connection)
         apps.append(app)
         return app
@@ -292,6 +304,14 @@ def session(connection: sa.Connection) -> Iterator[Session]:
     session = Session(bind=connection, join_transaction_mode="create_savepoint")
     yield session
     session.close()
+
+
+@pytest.fixture
+def mailer(session: Session, app: Flask) -> SMTPMailer:
+    """The SMTP back-end for services called with ``session``: the mail tasks they enqueue run
+    (in ``app``, on the test's connection) once ``session`` commits."""
+    tasks.attach(session, tasks.get_queue(app))
+    return SMTPMailer()
 
 
 @pytest.fixture

@@ -104,6 +104,8 @@ EXPECTED: dict[str, str | set[StaffRole]] = {
     "staff_keys.my_keys": ANY_STAFF,
     "staff_keys.remove_key": ANY_STAFF,
     "staff_keys.new_recovery_codes": ANY_STAFF,
+    "jobs.staff_tasks": {StaffRole.ADMIN},
+    "jobs.retry_task": {StaffRole.ADMIN},
 }
 
 SAMPLE_ARGUMENTS = {
@@ -119,6 +121,7 @@ SAMPLE_ARGUMENTS = {
     "exception_id": 1,
     "decision": "approve",
     "key_id": 1,
+    "task_id": 1,
 }
 VISITORS = ["anonymous", "maintainer", *[role.value for role in StaffRole]]
 

@@ -40,13 +40,14 @@ from werkzeug.test import TestResponse
 
 from accounts import second_factor
 from accounts.access import METADATA_EXTENSION
-from accounts.models import Maintainer, SecurityKey, Staff, StaffRole
-from accounts.services import request_sign_in_link
+from accounts.models import Maintainer, SecurityKey, SignInRequest, Staff, StaffRole
+from accounts.services import send_sign_in_link
 from adapters import webauthn
 from app import import_models
 from core.db import utcnow
-from core.mail import OutboxMailer, OutboxMessage
+from core.mail import DELIVER_TASK, OutboxMailer, OutboxMessage
 from core.settings import Settings
+from core.tasks import Task, TaskStatus
 from distribution.activation import services as activation
 from distribution.claims import services as claims
 from distribution.shipping import exceptions
@@ -157,10 +158,12 @@ def register_staff_key(
 
 def sign_in_token(session: Session, person: Maintainer) -> str:
     """A fresh single-use sign-in link's token, as the email carries it."""
-    request_sign_in_link(
+    session.add(request := SignInRequest(email=person.email, created_at=utcnow()))
+    session.flush()
+    send_sign_in_link(
         session=session,
         mailer=OutboxMailer(),
-        email=person.email,
+        request_id=request.id or 0,
         base_url=ORIGIN,
         valid_for=timedelta(minutes=15),
     )
@@ -248,6 +251,18 @@ def world(app, session, settings, metadata, ca, monkeypatch) -> World:
         )[0],
         origin=ORIGIN,
     )
+    # A delivery that failed for good, for an admin to retry.
+    failed_task = Task(
+        name=DELIVER_TASK,
+        subject_id=999_999,  # a message no longer there: the retried task fails again at once
+        created_at=utcnow(),
+        run_after=utcnow(),
+        status=TaskStatus.FAILED.value,
+        attempts=8,
+        max_attempts=8,
+        error="The mail server refused it for good: 550 no such mailbox",
+    )
+    session.add(failed_task)
     session.flush()
     values: dict[str, Any] = {
         "waiting_claim": waiting.claim_id,
@@ -259,6 +274,7 @@ def world(app, session, settings, metadata, ca, monkeypatch) -> World:
         "appeal": appeal.id,
         "flagged_key": flagged.id,
         "staff_key": staff_key.id,
+        "failed_task": failed_task.id,
         "colleague": colleague.id,
         "code": issued.code,
         "recovery_code": codes[0],
@@ -509,6 +525,9 @@ TARGETS: dict[tuple[str, str], Target] = {
         STAFF, "/staff/my-keys/{key}/remove", fuzz_path={"key": ["{staff_key}"]}
     ),
     ("staff_keys.new_recovery_codes", "POST"): Target(STAFF, "/staff/my-keys/recovery-codes"),
+    ("jobs.retry_task", "POST"): Target(
+        STAFF, "/staff/tasks/{task}/retry", fuzz_path={"task": ["{failed_task}"]}
+    ),
 }
 CHANGES = {"POST", "PUT", "PATCH", "DELETE"}
 PEOPLE, STAFF_PAGES = "people", "staff"

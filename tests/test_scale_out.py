@@ -156,6 +156,9 @@ def server_environment(
         "KEYS_DATABASE_URL": database_url,
         "KEYS_BASE_URL": PUBLIC_ORIGIN,
         "KEYS_RATELIMIT_STORAGE_URL": redis_url,
+        # Background work on the same Redis, run by a consumer beside the servers.
+        "KEYS_TASK_QUEUE_URL": redis_url,
+        "KEYS_TASK_CHECK_IN_SECONDS": "1",
         "KEYS_MAIL_BACKEND": "smtp",
         "KEYS_SMTP_HOST": "127.0.0.1",
         "KEYS_SMTP_PORT": str(smtp_port),
@@ -179,6 +182,16 @@ def start_server(name: str, environment: Mapping[str, str], log: Path) -> Server
             command, cwd=ROOT, env=dict(environment), stdout=output, stderr=subprocess.STDOUT
         )
     return Server(name, port, process, log)
+
+
+def start_consumer(name: str, environment: Mapping[str, str], log: Path) -> Server:
+    """``flask --app app tasks worker``, as the README's systemd unit runs it (no port)."""
+    command = [sys.executable, "-m", "flask", "--app", "app", "tasks", "worker"]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=dict(environment), stdout=output, stderr=subprocess.STDOUT
+        )
+    return Server(name, 0, process, log)
 
 
 def wait_until_healthy(server: Server, deadline: float) -> None:
@@ -228,6 +241,7 @@ def cluster(
         instance=directory,
     )
     servers: list[Server] = []
+    consumer = start_consumer("Q", environment, directory / "consumer.log")
     try:
         for name in ("A", "B"):
             servers.append(start_server(name, environment, directory / f"gunicorn-{name}.log"))
@@ -236,7 +250,7 @@ def cluster(
             wait_until_healthy(server, deadline)
         yield Cluster(database_url, (servers[0], servers[1]), mailbox, environment, directory)
     finally:
-        for server in servers:
+        for server in [*servers, consumer]:
             stop_server(server)
 
 

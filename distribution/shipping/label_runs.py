@@ -2,16 +2,17 @@
 the database for staff to follow, and the claims it moves once the PDF is complete.
 
 ``start_run`` records the run and takes its claims with one conditional UPDATE, so two runs
-never print the same parcel and an address cannot change under the printer. ``execute_run``
-renders (in chunks, on both cores) and writes the pages done as it goes; only then, in one
-transaction, the PDF is stored and the claims still waiting become ``label_printed``. A run whose
-process died stops holding its claims once its heartbeat is stale (``LabelRun.is_live``).
+never print the same parcel and an address cannot change under the printer; the view enqueues
+``labels.render`` (core.tasks). In a consumer, ``execute_run`` renders (in chunks, on both
+cores) and writes the pages done as it goes; only then, in one transaction, the PDF is stored
+and the claims still waiting become ``label_printed``. A consumer that dies mid-run leaves the
+task to another, which renders the run again; meanwhile its claims stop being held once its
+heartbeat is stale (``LabelRun.is_live``).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,8 +23,9 @@ from sqlmodel import Session, col, select
 from core import formats
 from core.actors import Actor, ActorKind
 from core.audit import record_event
-from core.db import Database, utcnow
-from core.settings import Settings
+from core.db import Database, get_database, utcnow
+from core.settings import Settings, get_settings
+from core.tasks import TaskFailed
 from distribution.claims.services import transition_claim
 from distribution.errors import ClaimLocked, PersonalDataErased, RunNotFound
 from distribution.models import (
@@ -326,13 +328,21 @@ def _release_claims(session: Session, run_id: int) -> None:
     )
 
 
-def run_in_background(*, database: Database, settings: Settings, run_id: int) -> None:
-    """Render a started run in a thread of this process (the web server's)."""
+RENDER_TASK = "labels.render"
 
-    def work() -> None:
-        try:
-            execute_run(database=database, settings=settings, run_id=run_id)
-        except Exception:
-            log.exception("label run %s failed", run_id)
 
-    threading.Thread(target=work, name=f"label-run-{run_id}", daemon=True).start()
+def render_task(run_id: int | None) -> None:
+    """The queue's task: render a started run, or go on with one whose consumer died (its
+    claims are still its own unless another run took them since; those are skipped)."""
+    database, settings = get_database(), get_settings()
+    with database.transaction() as session:
+        run = session.get(LabelRun, run_id, options=[sa.orm.defer(LabelRun.pdf)])  # type: ignore[arg-type]
+        if run is None:
+            raise TaskFailed(f"Label run {run_id} no longer exists.")
+        if not LABEL_RUN_LIFECYCLE.allows(LabelRunAction.FINISH, run.status):
+            return  # finished or failed already: nothing is printed twice
+        run.heartbeat_at = utcnow()
+    try:
+        execute_run(database=database, settings=settings, run_id=run_id or 0)
+    except Exception as error:  # recorded on the run; rendering it again would fail again
+        raise TaskFailed(f"Label run {run_id} failed: {type(error).__name__}") from error

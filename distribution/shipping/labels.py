@@ -15,9 +15,12 @@ and images are data: URIs.
 from __future__ import annotations
 
 import base64
+import contextlib
+import ctypes
 import gc
 import io
 import multiprocessing
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -267,9 +270,11 @@ def _render(
     # forkserver, not fork: the caller may be a threaded web server, and forking threads is
     # unsafe; the server imports this module once and forks cheap workers from it.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    context.set_forkserver_preload([__name__, f"{__package__}.forkserver_guard"])
     try:
-        with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        with ProcessPoolExecutor(
+            max_workers=processes, mp_context=context, initializer=die_with_parent
+        ) as pool:
             futures: list[Future[bytes]] = [pool.submit(_render_in_worker, c) for c in chunks]
             # In order, joining each chunk while the workers render the next ones; a chunk's
             # pages count as done when it and all before it are.
@@ -282,6 +287,17 @@ def _render(
     out = io.BytesIO()
     joined.write(out)
     return out.getvalue()
+
+
+def die_with_parent() -> None:
+    """This process gets SIGKILL when its parent dies, instead of living on reparented to
+    PID 1 (Linux's prctl): label workers follow the forkserver, the forkserver its starter."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _render_chunk(chunk: _Chunk) -> bytes:

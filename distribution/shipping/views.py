@@ -8,7 +8,6 @@ from typing import cast
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     make_response,
     redirect,
@@ -26,11 +25,10 @@ from accounts.access import staff_required
 from accounts.forms import ConfirmForm
 from accounts.models import StaffRole
 from accounts.services import actor_for
-from core import formats
+from core import formats, tasks
 from core.actors import Actor
-from core.after_commit import on_commit
 from core.countries import country_name
-from core.db import get_database, get_session
+from core.db import get_session
 from core.mail import get_mailer
 from core.settings import get_settings
 from distribution.claims import services as claims
@@ -136,17 +134,11 @@ def _name_parcels_gone(
         form.form_errors.append(f"Parcel(s) {references} {what_happened}")
 
 
-# How a started run gets rendered: a thread of this process, once the request has committed.
-# Tests whose app shares one rolled-back connection replace it (no second thread may use it).
-LABEL_RUN_STARTER = "label_run_starter"
-
-
 def _follow(run: LabelRun) -> ResponseReturnValue:
-    """Render the run once this request's commit made it visible; show its progress."""
-    database, settings, run_id = get_database(), get_settings(), run.id or 0
-    start = current_app.extensions.get(LABEL_RUN_STARTER, label_runs.run_in_background)
-    on_commit(get_session(), lambda: start(database=database, settings=settings, run_id=run_id))
-    return redirect(url_for("shipping.label_run", run_id=run_id))
+    """Have a consumer render the run once this request's commit made it visible; show its
+    progress."""
+    tasks.enqueue(session=get_session(), name=label_runs.RENDER_TASK, subject_id=run.id)
+    return redirect(url_for("shipping.label_run", run_id=run.id))
 
 
 @bp.get("/staff/shipping/runs/<int:run_id>")

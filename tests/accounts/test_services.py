@@ -21,24 +21,22 @@ from accounts.errors import (
     WeakPassword,
 )
 from accounts.models import Maintainer, SignInLink, StaffRole
+from app import create_app
 from core.actors import Actor
 from core.audit import AuditEvent
-from core.db import create_db_engine, utcnow
-from core.mail import SMTPMailer
+from core.db import get_database, utcnow
 from tests.factories import STAFF_PASSWORD, make_maintainer, make_staff
 
 FIFTEEN_MINUTES = timedelta(minutes=15)
 
 
-def send_link(session, settings, email):
-    services.request_sign_in_link(
-        session=session,
-        mailer=SMTPMailer(settings),
-        email=email,
-        base_url=settings.base_url,
-        valid_for=FIFTEEN_MINUTES,
-    )
-    session.commit()  # mail leaves once the transaction commits
+@pytest.fixture
+def send_link(session, mailer):
+    def send(email):
+        services.request_sign_in_link(session=session, email=email)
+        session.commit()  # a consumer answers once the transaction commits (here: at once)
+
+    return send
 
 
 def token_from(mailbox, address):
@@ -49,10 +47,10 @@ def actions(session):
     return [e.action for e in session.exec(select(AuditEvent).order_by(AuditEvent.id)).all()]
 
 
-def test_a_link_is_mailed_and_only_its_hash_is_stored(session, settings, mailbox):
+def test_a_link_is_mailed_and_only_its_hash_is_stored(session, send_link, mailbox):
     maintainer = make_maintainer(session, email="Ada@Example.org")
 
-    send_link(session, settings, "  ADA@example.ORG ")
+    send_link("  ADA@example.ORG ")
 
     token = token_from(mailbox, "ada@example.org")
     link = session.exec(select(SignInLink)).one()
@@ -63,16 +61,16 @@ def test_a_link_is_mailed_and_only_its_hash_is_stored(session, settings, mailbox
     assert "sign_in.link_sent" in actions(session)
 
 
-def test_an_unknown_address_gets_no_mail_and_no_link(session, settings, mailbox):
-    send_link(session, settings, "nobody@example.org")
+def test_an_unknown_address_gets_no_mail_and_no_link(session, send_link, mailbox):
+    send_link("nobody@example.org")
     assert mailbox.messages == []
     assert session.exec(select(SignInLink)).all() == []
     assert actions(session)[-1] == "sign_in.link_requested_unknown"
 
 
-def test_a_link_signs_in_once(session, settings, mailbox):
+def test_a_link_signs_in_once(session, send_link, mailbox):
     maintainer = make_maintainer(session)
-    send_link(session, settings, maintainer.email)
+    send_link(maintainer.email)
     token = token_from(mailbox, maintainer.email)
 
     assert services.check_sign_in_link(session=session, token=token) == maintainer
@@ -84,9 +82,9 @@ def test_a_link_signs_in_once(session, settings, mailbox):
         services.check_sign_in_link(session=session, token=token)
 
 
-def test_an_expired_link_says_so(session, settings, mailbox):
+def test_an_expired_link_says_so(session, send_link, mailbox):
     maintainer = make_maintainer(session)
-    send_link(session, settings, maintainer.email)
+    send_link(maintainer.email)
     link = session.exec(select(SignInLink)).one()
     link.expires_at = utcnow() - timedelta(seconds=1)
     session.flush()
@@ -206,11 +204,11 @@ def test_load_user_never_confuses_kinds(session):
 
 def test_racing_uses_of_one_link_sign_in_exactly_once(databases, settings, mailbox):
     """Eight threads spend the same link at once against a real database file or server."""
-    engine = create_db_engine(databases.create("link_race"))
-    with Session(engine) as session:
+    app = create_app(settings.replace(database_url=databases.create("link_race")))
+    engine = get_database(app).engine
+    with get_database(app).transaction() as session:
         address = make_maintainer(session).email
-        send_link(session, settings, address)
-        session.commit()
+        services.request_sign_in_link(session=session, email=address)
     token = token_from(mailbox, address)
     barrier = threading.Barrier(8)
     outcomes: list[str] = []

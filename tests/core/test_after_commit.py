@@ -9,7 +9,6 @@ import logging
 import pytest
 
 from core.after_commit import on_commit
-from core.mail import SMTPMailer
 from distribution.claims import services as claims
 from tests.factories import ACTOR, USB_A, make_owner, stock_famous_project
 
@@ -23,14 +22,13 @@ def state_changes(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
 
 
 def test_a_cancel_that_frees_keys_for_one_of_two_waiting_tells_the_first_at_once(
-    session, settings, mailbox, caplog
+    session, mailer, settings, mailbox, caplog
 ):
     """Keys for one, two people waiting: the first is offered a code inside a savepoint that
     commits, the second's reservation is refused inside one that rolls back. Only the second's
     attempt is forgotten: the cancel's and the offer's log lines are written and the first
     waiter's code reaches the SMTP server when the transaction commits, not later by cron."""
     caplog.set_level(logging.INFO, logger="keys.state_change")
-    mailer = SMTPMailer(settings)
     stock_famous_project(session, {USB_A: 2})  # one claim's worth
     holder, first, second = (make_owner(session, "famous", country="DE") for _ in range(3))
     holding = claims.issue_claim_code(

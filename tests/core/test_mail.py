@@ -1,4 +1,4 @@
-"""Mail goes through a real SMTP server on loopback; failures wait in the outbox for a retry."""
+"""Mail goes through a real SMTP server on loopback, from a task; failures wait for a retry."""
 
 from __future__ import annotations
 
@@ -7,10 +7,24 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
+import pytest
 from sqlmodel import select
 
-from core.mail import Mail, OutboxMailer, OutboxMessage, SMTPMailer, send_pending
+from core import tasks
+from core.db import utcnow
+from core.mail import (
+    DELIVER_TASK,
+    UNCERTAIN,
+    Mail,
+    OutboxMailer,
+    OutboxMessage,
+    SMTPMailer,
+    deliver,
+    failed_messages,
+    pending_messages,
+)
 from tests.conftest import free_port
+from tests.factories import database_on
 
 WELCOME = Mail(
     recipient="someone@example.org",
@@ -20,40 +34,60 @@ WELCOME = Mail(
 )
 
 
-def test_smtp_delivers_once_committed_and_keeps_only_the_envelope(session, settings, mailbox):
-    message = SMTPMailer(settings).send(session=session, mail=WELCOME)
+def sent_through(session, app):
+    """An SMTP mailer whose mail tasks run in ``app`` (its relay settings) once
+    ``session`` commits."""
+    tasks.attach(session, tasks.get_queue(app))
+    return SMTPMailer()
+
+
+def task_of(session, message):
+    return session.exec(
+        select(tasks.Task).where(
+            tasks.Task.name == DELIVER_TASK, tasks.Task.subject_id == message.id
+        )
+    ).one()
+
+
+def test_smtp_delivers_once_committed_and_keeps_only_the_envelope(
+    session, mailer, settings, mailbox
+):
+    message = mailer.send(session=session, mail=WELCOME)
     assert mailbox.messages == []  # nothing leaves before the sender's transaction commits
+    assert task_of(session, message).status == "waiting"
     session.commit()
 
     received = mailbox.to("someone@example.org")
     assert len(received) == 1
     assert received[0]["Subject"] == "Hello"
     assert received[0]["From"] == settings.mail_from
+    # The message's own key: the same message always carries the same Message-ID.
+    assert received[0]["Message-ID"].startswith(f"<outbox-{message.id}-")
     assert "sign-in/link/abc" in received[0].get_content()
     stored = session.get(OutboxMessage, message.id)
-    assert stored.sent_at is not None
+    session.refresh(stored)
+    assert stored.sent_at is not None and stored.handed_over_at is not None
     assert stored.body == ""  # the link must not outlive its delivery in the database
     assert stored.recipient == "someone@example.org"
+    assert task_of(session, message).status == "done"
 
 
-def test_an_smtp_outage_leaves_the_message_pending_until_a_retry(session, settings, mailbox):
-    down = settings.replace(smtp_port=free_port())  # nothing listens there
-    message = SMTPMailer(down).send(session=session, mail=WELCOME)
+def test_an_smtp_outage_leaves_the_task_waiting_for_its_back_off(session, app_factory, mailbox):
+    down = app_factory(smtp_port=free_port())  # nothing listens there
+    message = sent_through(session, down).send(session=session, mail=WELCOME)
     session.commit()
     session.refresh(message)
-    assert message.sent_at is None
+    assert message.sent_at is None and message.handed_over_at is None
     assert "ConnectionRefusedError" in message.last_error
+    task = task_of(session, message)
+    session.refresh(task)
+    assert (task.status, task.attempts) == ("waiting", 1)
+    assert task.run_after > utcnow()  # tried again after the back-off, by a consumer
     assert mailbox.messages == []
 
-    sent, failing = send_pending(session=session, mailer=SMTPMailer(settings))
 
-    assert (sent, failing) == (1, 0)
-    assert len(mailbox.to("someone@example.org")) == 1
-    assert session.get(OutboxMessage, message.id).attempts == 2
-
-
-def test_a_savepoint_released_is_not_the_transaction_committing(session, settings, mailbox):
-    SMTPMailer(settings).send(session=session, mail=WELCOME)
+def test_a_savepoint_released_is_not_the_transaction_committing(session, mailer, mailbox):
+    mailer.send(session=session, mail=WELCOME)
     with session.begin_nested():  # as services do around a write that may be refused
         pass
     assert mailbox.messages == []
@@ -61,12 +95,50 @@ def test_a_savepoint_released_is_not_the_transaction_committing(session, setting
     assert len(mailbox.to("someone@example.org")) == 1
 
 
-def test_nothing_is_sent_for_a_transaction_that_rolls_back(session, settings, mailbox):
-    SMTPMailer(settings).send(session=session, mail=WELCOME)
+def test_nothing_is_sent_for_a_transaction_that_rolls_back(session, mailer, mailbox):
+    mailer.send(session=session, mail=WELCOME)
     session.rollback()
     session.commit()
     assert mailbox.messages == []
     assert session.exec(select(OutboxMessage)).all() == []
+    assert session.exec(select(tasks.Task)).all() == []
+
+
+def test_a_refused_address_is_marked_and_not_tried_again(session, mailer, mailbox):
+    refused = Mail(recipient="gone@refused.example.org", subject="Hi", body="Hello", purpose="test")
+    message = mailer.send(session=session, mail=refused)
+    session.commit()
+
+    session.refresh(message)
+    assert message.sent_at is None and message.failed_at is not None
+    assert "550" in message.last_error
+    task = task_of(session, message)
+    session.refresh(task)
+    assert task.status == "failed" and "refused it for good" in task.error
+    assert "gone@" not in task.error  # the task's reason names no person
+    assert failed_messages(session=session) == [message]
+    assert pending_messages(session=session) == []  # the retry job leaves it alone
+    assert mailbox.messages == []
+
+
+def test_a_delivery_that_died_after_the_hand_over_is_not_sent_again(session, mailer, app, mailbox):
+    """The consumer died between giving the relay the message and hearing back: the mark it
+    committed first says so, and nobody is mailed twice; staff see it and decide."""
+    message = OutboxMailer().send(session=session, mail=WELCOME)  # no task yet
+    message.handed_over_at = utcnow()
+    session.commit()
+
+    with pytest.raises(tasks.TaskFailed, match="may have arrived"), app.app_context():
+        deliver(
+            database=database_on(session),
+            settings=app.extensions["keys_settings"],
+            message_id=message.id,
+        )
+
+    session.refresh(message)
+    assert message.failed_at is not None and message.last_error == UNCERTAIN
+    assert mailbox.messages == []
+    assert failed_messages(session=session) == [message]
 
 
 def test_the_outbox_backend_keeps_mail_readable(session, mailbox):
@@ -77,15 +149,23 @@ def test_the_outbox_backend_keeps_mail_readable(session, mailbox):
     assert stored.sent_at is None
 
 
-def test_the_send_pending_command_reports_json(app, session, settings, mailbox):
-    SMTPMailer(settings.replace(smtp_port=free_port())).send(session=session, mail=WELCOME)
+def test_the_send_pending_command_delivers_what_waits_and_reports_json(
+    app, app_factory, session, mailbox
+):
+    down = app_factory(smtp_port=free_port())
+    message = sent_through(session, down).send(session=session, mail=WELCOME)
     session.commit()
+    task = task_of(session, message)
+    task.status, task.error = "failed", "out of attempts"  # as after a long outage
+    session.commit()
+    assert pending_messages(session=session) == [message.id]
 
     result = app.test_cli_runner().invoke(args=["mail", "send-pending", "--json"])
 
     assert result.exit_code == 0, result.output
     assert result.output.strip() == '{"sent": 1, "still_failing": 0}'
     assert len(mailbox.messages) == 1
+    assert pending_messages(session=session) == []
 
 
 def test_send_pending_refuses_with_the_outbox_backend(app_factory):
@@ -120,21 +200,16 @@ def silent_relay() -> Iterator[int]:
         listener.close()
 
 
-def test_a_silent_relay_costs_one_timeout_then_mail_waits_for_the_retry(session, settings, mailbox):
-    """Four parcels' mails after one commit: the first waits out the SMTP timeout, the others
-    are left pending at once instead of waiting in turn; `mail send-pending` delivers all four
-    once the relay answers."""
+def test_a_silent_relay_holds_a_consumer_not_a_request(session, app_factory, mailbox):
+    """The relay says nothing: the mail task waits out the SMTP timeout and is postponed; the
+    request that sent the mail only wrote two rows."""
     with silent_relay() as port:
-        mailer = SMTPMailer(settings.replace(smtp_port=port, smtp_timeout_seconds=0.5))
-        messages = [mailer.send(session=session, mail=WELCOME) for _ in range(4)]
+        quiet = app_factory(smtp_port=port, smtp_timeout_seconds=0.5)
+        message = sent_through(session, quiet).send(session=session, mail=WELCOME)
         session.commit()
-    for message in messages:
-        session.refresh(message)
-    assert [m.sent_at for m in messages] == [None] * 4
-    assert [m.attempts for m in messages] == [1, 0, 0, 0]
-    assert "timed out" in messages[0].last_error
-
-    sent, failing = send_pending(session=session, mailer=SMTPMailer(settings))
-
-    assert (sent, failing) == (4, 0)
-    assert len(mailbox.to("someone@example.org")) == 4
+    session.refresh(message)
+    assert message.sent_at is None and "timed out" in message.last_error
+    task = task_of(session, message)
+    session.refresh(task)
+    assert task.status == "waiting" and task.run_after > utcnow()
+    assert mailbox.messages == []

@@ -13,7 +13,6 @@ from accounts.services import actor_for
 from core.actors import Actor
 from core.audit import AuditEvent
 from core.db import utcnow
-from core.mail import SMTPMailer
 from distribution.claims.decision import ReasonCode, decide
 from distribution.stock import services as stock
 from eligibility import appeals, critical, notify, roles
@@ -315,7 +314,9 @@ def test_without_statistics_nobody_is_critical(session, settings):
 # --- appeals and notices ----------------------------------------------------------------------
 
 
-def test_a_granted_appeal_overrides_the_critical_check(session, settings, mailbox, with_stock):
+def test_a_granted_appeal_overrides_the_critical_check(
+    session, mailer, settings, mailbox, with_stock
+):
     maintainer = make_maintainer(session, email="appealing@example.org")
     import_statistics(session, "project,downloads\nx,1\n")
     appeal = appeals.file_appeal(
@@ -336,7 +337,7 @@ def test_a_granted_appeal_overrides_the_critical_check(session, settings, mailbo
     staff = make_staff(session)
     appeals.decide_appeal(
         session=session,
-        mailer=SMTPMailer(settings),
+        mailer=mailer,
         actor=actor_for(staff),
         appeal_id=appeal.id,
         grant=True,
@@ -350,7 +351,7 @@ def test_a_granted_appeal_overrides_the_critical_check(session, settings, mailbo
     with pytest.raises(AppealClosed):
         appeals.decide_appeal(
             session=session,
-            mailer=SMTPMailer(settings),
+            mailer=mailer,
             actor=ACTOR,
             appeal_id=appeal.id,
             grant=False,
@@ -361,7 +362,7 @@ def test_a_granted_appeal_overrides_the_critical_check(session, settings, mailbo
     assert "appeal.filed" in actions and "appeal.granted" in actions
 
 
-def test_notices_go_once_to_newly_eligible_maintainers(session, settings, mailbox):
+def test_notices_go_once_to_newly_eligible_maintainers(session, mailer, settings, mailbox):
     eligible = make_maintainer(session, username="newly", email="newly@example.org", country="CA")
     elsewhere = make_maintainer(session, username="abroad", country="BR")
     unknown_country = make_maintainer(session, username="unplaced", country=None)
@@ -374,9 +375,7 @@ def test_notices_go_once_to_newly_eligible_maintainers(session, settings, mailbo
         ("newly", ["famous"]),
         ("unplaced", ["famous"]),
     ]
-    notify.send_notices(
-        session=session, mailer=SMTPMailer(settings), settings=settings, notices=pending
-    )
+    notify.send_notices(session=session, mailer=mailer, settings=settings, notices=pending)
     session.commit()
     body = mailbox.to("newly@example.org")[0].get_content()
     assert "famous" in body and "/sign-in" in body
