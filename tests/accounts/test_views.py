@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import select
 
 from accounts.models import SignInLink, Staff, StaffRole
+from core import tasks
 from core.audit import AuditEvent
 from core.db import utcnow
 from tests.factories import (
@@ -68,6 +70,40 @@ def test_known_and_unknown_addresses_get_the_same_answer(client, session, mailbo
         unknown.status_code,
         unknown.headers["Location"],
     )
+    assert [m["To"] for m in mailbox.messages] == ["known@example.org"]
+
+
+def test_the_sign_in_form_does_the_same_work_for_known_and_unknown_addresses(
+    app_factory, connection, session, mailbox
+):
+    """No SMTP in the request and the same SQL, statement for statement: neither the answer
+    nor its timing tells a registered address from a stranger's. A consumer then mails the
+    known address alone."""
+    app = app_factory(task_queue_url="memory://")
+    make_maintainer(session, email="known@example.org")
+    session.commit()
+    statements: list[str] = []
+
+    def record(_conn, _cursor, statement, _parameters, _context, _many):
+        statements.append(re.sub(r"sa_savepoint_\d+", "sa_savepoint", statement))
+
+    def work_for(email: str) -> list[str]:
+        client = app.test_client()
+        token = csrf_token(client, "/sign-in")
+        statements.clear()
+        event.listen(connection, "before_cursor_execute", record)
+        try:
+            answer = client.post("/sign-in", data={"email": email, "csrf_token": token})
+        finally:
+            event.remove(connection, "before_cursor_execute", record)
+        assert answer.status_code == 302
+        return list(statements)
+
+    known, unknown = work_for("known@example.org"), work_for("unknown@example.org")
+
+    assert known == unknown and known  # the same statements, in the same order
+    assert mailbox.messages == []  # the requests opened no SMTP connection
+    tasks.get_queue(app).drain()  # a consumer answers both
     assert [m["To"] for m in mailbox.messages] == ["known@example.org"]
 
 
