@@ -34,6 +34,7 @@ from typing import Any
 
 import click
 import huey
+import redis
 import sqlalchemy as sa
 from flask import Flask, current_app
 from flask.cli import with_appcontext
@@ -276,7 +277,6 @@ class TaskQueue:
         slot = f"{periodic.name}@{slot_start.isoformat(timespec='minutes')}"
         try:
             with self.database.transaction() as session:
-                session.info[_SESSION_KEY] = self
                 if session.exec(select(Task.id).where(Task.slot == slot)).first() is None:
                     enqueue(session=session, name=periodic.name, slot=slot)
         except sa.exc.IntegrityError:
@@ -446,14 +446,9 @@ def _create_huey(settings: Settings) -> huey.Huey:
     url = settings.task_queue_url
     scheme, _, rest = url.partition("://")
     if scheme == "redis":
-        return huey.RedisHuey(
-            "keys",
-            url=url,
-            results=False,
-            utc=True,
-            socket_timeout=0.5,
-            socket_connect_timeout=0.5,
-        )
+        # Half-second waits, as for the rate limits: a silent Redis must not hold a request.
+        pool = redis.ConnectionPool.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        return huey.RedisHuey("keys", connection_pool=pool, results=False, utc=True)
     if scheme == "sqlite":
         path = Path(rest.removeprefix("/"))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -525,6 +520,17 @@ def list_tasks(*, session: Session, limit: int = 100) -> dict[TaskStatus, list[T
         .limit(limit)
     ).all()
     return {status: [t for t in tasks if t.status == status] for status in shown}
+
+
+def forget_finished(*, session: Session, older_than: timedelta) -> int:
+    """Delete the rows of tasks done longer ago than ``older_than``; failed ones stay for
+    staff. Returns how many."""
+    gone = session.execute(
+        sa.delete(Task).where(
+            col(Task.status) == TaskStatus.DONE, col(Task.finished_at) < utcnow() - older_than
+        )
+    )
+    return int(gone.rowcount)  # type: ignore[attr-defined]
 
 
 def retry_task(*, session: Session, task_id: int) -> Task:

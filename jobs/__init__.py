@@ -13,7 +13,7 @@ from huey import crontab
 
 from accounts import services as accounts
 from accounts import sessions
-from core import mail
+from core import mail, tasks
 from core.actors import Actor
 from core.db import get_database
 from core.mail import get_mailer
@@ -61,12 +61,15 @@ def expire_claims(_subject: int | None) -> None:
 
 
 def purge_personal_data(_subject: int | None) -> None:
-    """``flask --app app claims purge-personal-data``, daily."""
+    """``flask --app app claims purge-personal-data``, daily; and the rows of tasks done a
+    week ago, and sign-in requests nobody answered."""
     with get_database().transaction() as session:
         personal_data.purge_personal_data(
             session=session, settings=get_settings(), actor=Actor.system("retention")
         )
         sessions.purge_expired(session=session)
+        tasks.forget_finished(session=session, older_than=timedelta(days=7))
+        accounts.forget_sign_in_requests(session=session, older_than=timedelta(days=1))
 
 
 def send_eligibility_notices(_subject: int | None) -> None:
