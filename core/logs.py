@@ -160,13 +160,17 @@ def gunicorn_logconfig() -> dict[str, Any]:
     }
 
 
+# The loggers whose messages are JSON documents already (the rest of ours are sentences).
+_JSON_ALREADY = frozenset({request_log.name, state_change_log.name})
+
+
 class JsonLineFormatter(logging.Formatter):
     """Every record as one JSON line: ours are JSON already; the rest (werkzeug, gunicorn's
     workers, tracebacks) are wrapped, so whatever reads the log reads one format."""
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
-        if record.name.startswith("keys."):
+        if record.name in _JSON_ALREADY:
             return message
         document = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
