@@ -120,12 +120,26 @@ class Mailbox:
         self.messages.append(message)
         return "250 Message accepted for delivery"
 
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in self.messages if m["To"] == address]
+    def to(self, address: str, subject: str | None = None) -> list[EmailMessage]:
+        return [
+            m
+            for m in self.messages
+            if m["To"] == address and (subject is None or m["Subject"] == subject)
+        ]
 
-    def last_link(self, address: str) -> str:
-        """The last URL mailed to ``address``."""
-        body = self.to(address)[-1].get_content()
+    def wait_for(
+        self, address: str, count: int = 1, *, subject: str | None = None, timeout: float = 15
+    ) -> None:
+        """Wait until ``count`` messages to ``address`` arrived (a consumer sends them)."""
+        deadline = time.monotonic() + timeout
+        while len(self.to(address, subject)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def last_link(self, address: str, subject: str | None = None) -> str:
+        """The last URL mailed to ``address`` (with ``subject``), waiting a moment for a
+        first message."""
+        self.wait_for(address, subject=subject)
+        body = self.to(address, subject)[-1].get_content()
         return str(re.findall(r"https?://\S+", body)[-1])
 
 

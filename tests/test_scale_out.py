@@ -47,6 +47,7 @@ from accounts.models import KeyOutcome, SecurityKey, StaffRole
 from core.actors import Actor
 from core.audit import AuditEvent
 from core.db import create_db_engine
+from core.tasks import LIVE_STATUSES, Task, TaskConsumer
 from distribution.models import Claim, ClaimStatus, Shipment, StockBalance, WaitlistEntry
 from distribution.reports import services as reports
 from distribution.stock import services as stock
@@ -194,6 +195,35 @@ def start_consumer(name: str, environment: Mapping[str, str], log: Path) -> Serv
     return Server(name, 0, process, log)
 
 
+def wait_for_check_in(consumer: Server, database_url: str) -> None:
+    """Until the consumer has checked in (in the database the servers read)."""
+    engine = create_db_engine(database_url)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if consumer.process.poll() is not None:
+                pytest.fail(f"the consumer exited:\n{consumer.log.read_text(errors='replace')}")
+            with Session(engine) as session:
+                if session.exec(select(TaskConsumer.id)).first() is not None:
+                    return
+            time.sleep(0.1)
+        pytest.fail("the consumer did not check in")
+    finally:
+        engine.dispose()
+
+
+def tasks_done(engine: sa.Engine) -> None:
+    """Until no task waits or runs: the consumer has done what the requests enqueued."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with Session(engine) as session:
+            busy = session.exec(select(Task.id).where(col(Task.status).in_(LIVE_STATUSES))).first()
+        if busy is None:
+            return
+        time.sleep(0.05)
+    pytest.fail("the consumer left tasks waiting")
+
+
 def wait_until_healthy(server: Server, deadline: float) -> None:
     while True:
         if server.process.poll() is not None:
@@ -243,6 +273,7 @@ def cluster(
     servers: list[Server] = []
     consumer = start_consumer("Q", environment, directory / "consumer.log")
     try:
+        wait_for_check_in(consumer, database_url)  # or the servers' first /healthz says 503
         for name in ("A", "B"):
             servers.append(start_server(name, environment, directory / f"gunicorn-{name}.log"))
         deadline = time.monotonic() + 60
@@ -325,16 +356,21 @@ class Visitor:
         return Answer(response.status, response.headers.get("Location", ""), text, response.headers)
 
 
+SIGN_IN_SUBJECT = "Your sign-in link for the Security Key Giveaway"
+
+
 def sign_in_by_link(
     visitor: Visitor, email: str, mailbox: Mailbox, *, ask: Server, open_on: Server
 ) -> None:
     """Ask ``ask`` for a link; open it and press the button on ``open_on``."""
+    mailed_before = len(mailbox.to(email, SIGN_IN_SUBJECT))
     form = visitor.get(ask, "/sign-in")
     sent = visitor.post_form(
         ask, "/sign-in", {"email": email, "csrf_token": form.form_value(_CSRF)}
     )
     assert (sent.status, sent.location) == (302, "/sign-in/sent"), sent.body
-    link = urllib.parse.urlsplit(mailbox.last_link(email))
+    mailbox.wait_for(email, mailed_before + 1, subject=SIGN_IN_SUBJECT)  # from the consumer
+    link = urllib.parse.urlsplit(mailbox.last_link(email, SIGN_IN_SUBJECT))
     assert f"{link.scheme}://{link.netloc}" == PUBLIC_ORIGIN
     button = visitor.get(open_on, link.path)
     assert button.status == 200, button.body
@@ -516,12 +552,14 @@ def test_a_rate_limit_counts_requests_to_both_servers(cluster: Cluster, shared_e
     a, b = cluster.servers
     answers = [ask(server) for server in (a, b, a, b, a, b, a)]
     assert [(answer.status, answer.location) for answer in answers] == [(302, "/sign-in/sent")] * 7
+    tasks_done(shared_engine)  # the consumer answered every request
     assert len(cluster.mailbox.to(email)) == 5
     # The limit is the address's, not the visitor's: another address still gets its link.
     with Session(shared_engine) as session:
         make_maintainer(session, email="someone-else@scale.example.org")
         session.commit()
     assert ask(b, "someone-else@scale.example.org").status == 302
+    tasks_done(shared_engine)
     assert len(cluster.mailbox.to("someone-else@scale.example.org")) == 1
     cluster.check_logs()
 

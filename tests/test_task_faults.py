@@ -33,6 +33,7 @@ from app import create_app
 from core import tasks
 from core.db import get_database
 from core.mail import UNCERTAIN, Mail, OutboxMessage, SMTPMailer
+from core.settings import Settings
 from distribution.models import Claim, LabelRun
 from distribution.shipping import label_runs
 from tests.conftest import DatabaseFactory, free_port, make_settings
@@ -95,16 +96,20 @@ def queued(
     controller.stop()
 
 
-def start_consumer(app: Any, log: Path) -> subprocess.Popen[bytes]:
-    settings = app.extensions["keys_settings"]
+def start_consumer(
+    settings: Settings, log: Path, *, code: str | None = None
+) -> subprocess.Popen[bytes]:
+    """``flask --app app tasks worker`` reading ``settings`` (``code`` instead of ``-m flask``:
+    the same command with something patched first)."""
     env = environment(
         settings,
         KEYS_TASK_QUEUE_URL=settings.task_queue_url,
         KEYS_TASK_CHECK_IN_SECONDS=str(settings.task_check_in_seconds),
     )
+    start = ["-c", code] if code is not None else ["-m", "flask"]
     with log.open("wb") as output:
         return subprocess.Popen(
-            [sys.executable, "-c", SMALL_CHUNKS, "--app", "app", "tasks", "worker"],
+            [sys.executable, *start, "--app", "app", "tasks", "worker"],
             cwd=ROOT,
             env=env,
             stdout=output,
@@ -185,7 +190,7 @@ def test_a_consumer_killed_mid_label_run_leaves_it_to_the_next_which_prints_it_o
         tasks.enqueue(session=session, name=label_runs.RENDER_TASK, subject_id=run.id)
     run_id = run.id
 
-    first = start_consumer(app, tmp_path / "first.log")
+    first = start_consumer(settings, tmp_path / "first.log", code=SMALL_CHUNKS)
     try:
         wait_for(lambda: rendering_part_way(engine), "pages were done", None)
         children = kill_consumer(first)
@@ -199,7 +204,7 @@ def test_a_consumer_killed_mid_label_run_leaves_it_to_the_next_which_prints_it_o
         assert {c.status for c in session.exec(select(Claim)).all()} == {"redeemed"}
         assert actions(session)["labels.printed"] == 0
 
-    second = start_consumer(app, tmp_path / "second.log")
+    second = start_consumer(settings, tmp_path / "second.log", code=SMALL_CHUNKS)
     try:
         wait_for(
             lambda: True if task_row(engine, label_runs.RENDER_TASK).status == "done" else None,
@@ -226,6 +231,7 @@ def test_a_consumer_killed_mid_label_run_leaves_it_to_the_next_which_prints_it_o
 
 def test_a_consumer_killed_after_the_relay_took_a_message_does_not_send_it_twice(queued, tmp_path):
     app, mailbox, _port = queued
+    settings = app.extensions["keys_settings"]
     database = get_database(app)
     with database.transaction() as session:
         message = SMTPMailer().send(
@@ -234,7 +240,7 @@ def test_a_consumer_killed_after_the_relay_took_a_message_does_not_send_it_twice
         )
     assert mailbox.received == []  # the request's commit opened no SMTP connection
 
-    first = start_consumer(app, tmp_path / "first.log")
+    first = start_consumer(settings, tmp_path / "first.log", code=SMALL_CHUNKS)
     try:
         assert mailbox.arrived.wait(timeout=60), "the consumer never reached the relay"
         kill_consumer(first)
@@ -244,7 +250,7 @@ def test_a_consumer_killed_after_the_relay_took_a_message_does_not_send_it_twice
         held = session.get(OutboxMessage, message.id)
         assert held.handed_over_at is not None and held.sent_at is None
 
-    second = start_consumer(app, tmp_path / "second.log")
+    second = start_consumer(settings, tmp_path / "second.log", code=SMALL_CHUNKS)
     try:
         wait_for(
             lambda: True if task_row(database.engine, "mail.deliver").status == "failed" else None,

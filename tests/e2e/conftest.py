@@ -8,6 +8,7 @@ run on SQLite.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from werkzeug.serving import make_server
 from app import create_app
 from core.db import get_database
 from tests.conftest import DatabaseFactory, Mailbox, free_port, make_settings
+from tests.test_task_faults import start_consumer
 
 CHROMIUM = os.environ.get("KEYS_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
@@ -64,13 +66,19 @@ def live_server(
         ratelimit_storage_url=redis_server,
         # A host name, not an IP address: browsers refuse WebAuthn on an IP address.
         base_url=f"http://localhost:{port}",
-        instance_path=tmp_path_factory.mktemp("e2e-instance"),
+        instance_path=(instance := tmp_path_factory.mktemp("e2e-instance")),
+        task_queue_url=f"sqlite:///{instance / 'tasks.sqlite3'}",
+        task_check_in_seconds=0.5,
     )
     app = create_app(settings)
     server = make_server("127.0.0.1", port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    # As `make run` does: a real consumer beside the server runs label runs, mail and jobs.
+    consumer = start_consumer(settings, settings.instance_path / "consumer.log")
     yield LiveServer(app, settings.base_url, mailbox, save_screenshots=databases.kind == "sqlite")
+    consumer.send_signal(signal.SIGINT)
+    consumer.wait(timeout=30)
     server.shutdown()
     thread.join(timeout=10)
     get_database(app).engine.dispose()

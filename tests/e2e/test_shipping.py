@@ -199,7 +199,7 @@ def test_staff_print_labels_and_ship_a_parcel_by_its_reference(
     body = mail.get_content()
     assert f"Your parcel {bern.reference} left with DHL" in body
     assert "https://www.dhl.com/global-en/home/tracking.html?tracking-id=JD014600006281230" in body
-    assert mailbox.to("ship-urs@example.org") == []
+    assert mailbox.to("ship-urs@example.org", "Your security keys are on their way") == []
 
     with get_database(live_server.app).transaction() as session:
         assert claim_of(session, bern).status == "shipped"
