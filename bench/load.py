@@ -7,7 +7,8 @@ realistic volumes); then, through the services, ``--maintainers`` new maintainer
 critical project, two keys for each, and a staff member with the shipping and programme roles.
 
 The app runs as in production: ``gunicorn wsgi:app``, ``KEYS_ENV=production``, rate limits
-counted in Redis, mail over SMTP (to the load generator, which reads the sign-in links). Four
+counted in Redis, mail over SMTP (to the load generator, which reads the sign-in links) from one
+task consumer (``flask --app app tasks worker``, its queue in the same Redis) beside it. Four
 sync workers: two per core of this two-core machine, so that a worker waiting on PostgreSQL,
 Redis or SMTP leaves its core to another, and no more, since the load generator, PostgreSQL and
 Redis need the same two cores. ``--preload`` imports the app once and forks the workers, so
@@ -497,6 +498,9 @@ def server_environment(
         "KEYS_DATABASE_URL": database_url,
         "KEYS_BASE_URL": f"http://localhost:{port}",
         "KEYS_RATELIMIT_STORAGE_URL": redis_url,
+        # Mail and sign-in links leave from a task consumer (one, beside gunicorn), not the
+        # request: the queue is in the same Redis.
+        "KEYS_TASK_QUEUE_URL": redis_url,
         "KEYS_MAIL_BACKEND": "smtp",
         "KEYS_SMTP_HOST": "127.0.0.1",
         "KEYS_SMTP_PORT": str(smtp_port),
@@ -521,12 +525,31 @@ def gunicorn(
         wait_until_answering(server, port, log)
         yield
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop(server, signal.SIGTERM)
+
+
+def stop(process: subprocess.Popen[bytes], signal_number: signal.Signals) -> None:
+    process.send_signal(signal_number)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def consumer(environment: Mapping[str, str], log: Path) -> Iterator[None]:
+    """``flask --app app tasks worker`` until the block ends (the app's background work)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYS_")} | dict(environment)
+    command = [sys.executable, "-m", "flask", "--app", "app", "tasks", "worker"]
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+    try:
+        yield
+    finally:
+        stop(process, signal.SIGINT)
 
 
 def wait_until_answering(server: subprocess.Popen[bytes], port: int, log: Path) -> None:
@@ -660,7 +683,10 @@ def measure(options: argparse.Namespace) -> Measured:
                     "staff_cookie": staff_cookie(environment),
                 }
                 log = directory / "gunicorn.log"
-                with gunicorn("wsgi:app", port, options.workers, environment, log):
+                with (
+                    consumer(environment, directory / "consumer.log"),
+                    gunicorn("wsgi:app", port, options.workers, environment, log),
+                ):
                     app = generate(config, directory, "app")
                 server_log = log.read_text(errors="replace")
                 result = tally(engine, seeded)
