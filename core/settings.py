@@ -84,6 +84,8 @@ class Settings:
     task_check_in_seconds: float = 5.0
     # /healthz answers 503 when no consumer checked in for this long.
     task_consumer_silence_seconds: int = 60
+    # SQLite only: the queue copies the database here nightly (keys-YYYY-MM-DD.sqlite3).
+    backup_directory: Path | None = None
 
     programme_opens_at: datetime = datetime(2026, 11, 1, tzinfo=UTC)
     programme_closes_at: datetime = datetime(2027, 11, 1, tzinfo=UTC)
@@ -237,6 +239,11 @@ class Settings:
         if not 0 < self.smtp_timeout_seconds <= 20:
             raise SettingsError("KEYS_SMTP_TIMEOUT_SECONDS must be above 0 and at most 20")
         _validate_task_queue(self.task_queue_url)
+        if self.backup_directory is not None and not self.database_url.startswith("sqlite"):
+            raise SettingsError(
+                "KEYS_BACKUP_DIRECTORY copies an SQLite database; dump PostgreSQL with pg_dump "
+                "(README, Backups)"
+            )
         if not 0.1 <= self.task_check_in_seconds <= 60:
             raise SettingsError("KEYS_TASK_CHECK_IN_SECONDS must be between 0.1 and 60")
         if not 6 * self.task_check_in_seconds <= self.task_consumer_silence_seconds <= 3600:
@@ -342,6 +349,9 @@ class Settings:
             task_consumer_silence_seconds=env.integer(
                 "KEYS_TASK_CONSUMER_SILENCE_SECONDS", cls.task_consumer_silence_seconds
             ),
+            backup_directory=Path(directory)
+            if (directory := env.text("KEYS_BACKUP_DIRECTORY", ""))
+            else None,
             smtp_starttls=env.flag("KEYS_SMTP_STARTTLS", cls.smtp_starttls),
             smtp_username=env.text("KEYS_SMTP_USERNAME", ""),
             smtp_password=env.text("KEYS_SMTP_PASSWORD", ""),

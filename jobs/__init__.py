@@ -15,10 +15,10 @@ from accounts import services as accounts
 from accounts import sessions
 from core import mail, tasks
 from core.actors import Actor
-from core.db import get_database
+from core.db import backup_sqlite, get_database, utcnow
 from core.mail import get_mailer
 from core.settings import get_settings
-from core.tasks import TaskQueue
+from core.tasks import TaskFailed, TaskQueue
 from distribution.claims import services as claims
 from distribution.privacy import services as personal_data
 from distribution.shipping import label_runs
@@ -26,6 +26,7 @@ from eligibility import critical, notify
 
 CLAIMS_EXPIRE = "claims.expire"
 PERSONAL_DATA_PURGE = "privacy.purge"
+DATABASE_BACKUP = "db.backup"
 
 
 def register(queue: TaskQueue) -> None:
@@ -40,6 +41,9 @@ def register(queue: TaskQueue) -> None:
     queue.schedule(CLAIMS_EXPIRE, crontab(minute="5"), timedelta(hours=1))
     queue.schedule(mail.RETRY_TASK, crontab(minute="*/15"), timedelta(minutes=15))
     queue.schedule(PERSONAL_DATA_PURGE, crontab(minute="30", hour="4"), timedelta(days=1))
+    if queue.settings.backup_directory is not None:
+        queue.register(DATABASE_BACKUP, back_up_database, attempts=3)
+        queue.schedule(DATABASE_BACKUP, crontab(minute="0", hour="3"), timedelta(days=1))
 
 
 def sign_in_link(request_id: int | None) -> None:
@@ -80,3 +84,15 @@ def send_eligibility_notices(_subject: int | None) -> None:
         notify.send_notices(
             session=session, mailer=get_mailer(), settings=settings, notices=notices
         )
+
+
+def back_up_database(_subject: int | None) -> None:
+    """``flask --app app db backup FILE``, nightly, to KEYS_BACKUP_DIRECTORY: one file a day;
+    a day's file that exists already is kept as it is."""
+    directory = get_settings().backup_directory
+    if directory is None:
+        raise TaskFailed("KEYS_BACKUP_DIRECTORY is not set any more: no backup was made.")
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / f"keys-{utcnow():%Y-%m-%d}.sqlite3"
+    if not target.exists():
+        backup_sqlite(engine=get_database().engine, target=target)

@@ -7,13 +7,16 @@ import json
 import shutil
 import subprocess
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 
+import jobs
 from app import create_app
+from core import tasks
 from core.db import get_database
 from core.mail import OutboxMailer
 from distribution.claims import services as claims
@@ -37,13 +40,14 @@ def build_app(smtp_server, ratelimit_storage_url, tmp_path):
     """Apps on databases of their own, committed to for real (not the rolled-back one)."""
     apps = []
 
-    def build(database_url):
+    def build(database_url, **overrides):
         app = create_app(
             make_settings(
                 database_url,
                 smtp_server[1],
                 ratelimit_storage_url=ratelimit_storage_url,
                 instance_path=tmp_path,
+                **overrides,
             )
         )
         apps.append(app)
@@ -156,3 +160,23 @@ def empty_database(databases, name: str) -> str:
 def run(*command: str) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_queue_backs_the_database_up_nightly_once_a_day(build_app, databases, tmp_path):
+    if databases.kind != "sqlite":
+        pytest.skip("SQLite's online backup; PostgreSQL is dumped with pg_dump")
+    url = databases.create("nightly")
+    app = build_app(url, backup_directory=tmp_path / "nightly", task_queue_url="memory://")
+    figures, _statuses = programme_in_progress(app)
+    queue = tasks.get_queue(app)
+    nightly = tasks.Periodic(jobs.DATABASE_BACKUP, lambda _now: True, timedelta(days=1))
+
+    queue.fire(nightly)
+    queue.drain()
+
+    (backup,) = (tmp_path / "nightly").glob("keys-*.sqlite3")
+    copy = build_app(f"sqlite:///{backup}")
+    assert figures_of(copy)[0] == figures
+    with get_database(app).transaction() as session:
+        (task,) = session.exec(select(tasks.Task).where(tasks.Task.name == "db.backup")).all()
+        assert task.status == "done"

@@ -113,6 +113,13 @@ def test_secret_is_not_in_the_repr():
         ({"KEYS_RATELIMIT_STORAGE_URL": "postgresql://db/keys"}, "a rate-limit storage URL"),
         ({"KEYS_SMTP_TIMEOUT_SECONDS": "0"}, "KEYS_SMTP_TIMEOUT_SECONDS must be above 0"),
         ({"KEYS_STAFF_ENROLMENT_HOURS": "0"}, "KEYS_STAFF_ENROLMENT_HOURS must be between 1"),
+        ({"KEYS_TASK_QUEUE_URL": "amqp://rabbit"}, "KEYS_TASK_QUEUE_URL must be sqlite"),
+        ({"KEYS_TASK_CHECK_IN_SECONDS": "0"}, "KEYS_TASK_CHECK_IN_SECONDS must be between"),
+        ({"KEYS_TASK_CONSUMER_SILENCE_SECONDS": "10"}, "at least six check-ins"),
+        (
+            {"KEYS_BACKUP_DIRECTORY": "/var/backups/keys", "KEYS_DATABASE_URL": "postgresql://x/k"},
+            "KEYS_BACKUP_DIRECTORY copies an SQLite database",
+        ),
         ({"KEYS_PROXY_HOPS": "-1"}, "KEYS_PROXY_HOPS must be between 0"),
         ({"KEYS_PROXY_HOPS": "one"}, "KEYS_PROXY_HOPS must be a whole number"),
         ({"KEYS_LOW_STOCK_ALERTS": "400,-1"}, "KEYS_LOW_STOCK_ALERTS must be positive"),
