@@ -40,6 +40,7 @@ from tests.test_scale_out import (
     start_consumer,
     start_server,
     stop_server,
+    wait_for_check_in,
     wait_until_healthy,
 )
 
@@ -168,6 +169,7 @@ def test_a_silent_relay_or_a_hung_redis_does_not_freeze_sign_in(
             )
             environment["KEYS_SMTP_TIMEOUT_SECONDS"] = "3"
             consumer = start_consumer("Q", environment, tmp_path / "consumer.log")
+            wait_for_check_in(consumer, url)  # or the server's first /healthz says 503
             server = start_server("silent-relay", environment, tmp_path / "gunicorn.log")
             wait_until_healthy(server, time.monotonic() + 60)
             visitor = Visitor()
