@@ -60,11 +60,13 @@ class HoldingMailbox:
 
     received: list[bytes] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
+    hold: bool = False  # until a test asks, it answers at once
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         self.received.append(envelope.content)
         self.arrived.set()
-        await asyncio.sleep(20)  # the consumer is killed meanwhile
+        if self.hold:
+            await asyncio.sleep(20)  # the consumer is killed meanwhile
         return "250 Message accepted for delivery"
 
 
@@ -240,6 +242,7 @@ def test_a_consumer_killed_after_the_relay_took_a_message_does_not_send_it_twice
         )
     assert mailbox.received == []  # the request's commit opened no SMTP connection
 
+    mailbox.hold = True
     first = start_consumer(settings, tmp_path / "first.log", code=SMALL_CHUNKS)
     try:
         assert mailbox.arrived.wait(timeout=60), "the consumer never reached the relay"
