@@ -468,7 +468,7 @@ def seed(engine: sa.Engine, maintainers: int) -> Seeded:
 
 
 def staff_cookie(environment: Mapping[str, str]) -> str:
-    """What a completed staff sign-in (password and key) leaves in a browser: a signed session."""
+    """What a completed staff sign-in (password and key) leaves in a browser: a session."""
     from app import create_app
     from core.db import get_database
     from core.settings import Settings
@@ -483,8 +483,14 @@ def staff_cookie(environment: Mapping[str, str]) -> str:
             staff = find_staff_by_email(session=session, email=STAFF_EMAIL)
             assert staff is not None
             user_id = staff.get_id()
-        serializer = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
-        return str(serializer.dumps({"_user_id": user_id, "_fresh": True}))
+        # Sessions live on the server: the cookie names one, recorded as a sign-in would.
+        client = app.test_client()
+        with client.session_transaction() as flask_session:
+            flask_session["_user_id"] = user_id
+            flask_session["_fresh"] = True
+        cookie = client.get_cookie(app.config["SESSION_COOKIE_NAME"])
+        assert cookie is not None
+        return cookie.value
     finally:
         get_database(app).engine.dispose()
 

@@ -295,12 +295,6 @@ class TaskQueue:
         except Exception:  # Redis or the queue file away: the ledger keeps it
             _log.warning("task %s waits for a check-in: the queue took nothing", task_id)
             self._silent_until = time.monotonic() + self.SILENCE
-            return
-        if not self.in_process:
-            with self.database.transaction() as session:
-                session.execute(
-                    sa.update(Task).where(col(Task.id) == task_id).values(offered_at=utcnow())
-                )
 
     # --- in a consumer ---
 
@@ -408,9 +402,11 @@ class TaskQueue:
                 select(Task.id)
                 .where(
                     sa.or_(
+                        # Not taken for a while after it was due (its first offer is
+                        # the enqueuer's, unrecorded) or since a check-in offered it.
                         sa.and_(
                             col(Task.status) == TaskStatus.WAITING,
-                            col(Task.run_after) <= now,
+                            col(Task.run_after) <= now - self.stale_after,
                             sa.or_(
                                 col(Task.offered_at).is_(None),
                                 col(Task.offered_at) < now - self.stale_after,
@@ -425,6 +421,8 @@ class TaskQueue:
                 .order_by(col(Task.id))
                 .limit(200)
             ).all()
+            if due:
+                session.execute(sa.update(Task).where(col(Task.id).in_(due)).values(offered_at=now))
         for task_id in due:
             self.offer(task_id or 0)
         return len(due)
@@ -447,8 +445,11 @@ def _create_huey(settings: Settings) -> huey.Huey:
     scheme, _, rest = url.partition("://")
     if scheme == "redis":
         # Half-second waits, as for the rate limits: a silent Redis must not hold a request.
+        # A consumer's blocking read of an empty queue ends well before that.
         pool = redis.ConnectionPool.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        return huey.RedisHuey("keys", connection_pool=pool, results=False, utc=True)
+        return huey.RedisHuey(
+            "keys", connection_pool=pool, read_timeout=0.2, results=False, utc=True
+        )
     if scheme == "sqlite":
         path = Path(rest.removeprefix("/"))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -585,7 +586,7 @@ def tasks_cli() -> None:
 
 
 @tasks_cli.command("worker")
-@click.option("--workers", default=2, show_default=True, help="Tasks run at once (threads).")
+@click.option("--workers", default=4, show_default=True, help="Tasks run at once (threads).")
 @with_appcontext
 def worker_command(workers: int) -> None:
     """Run a consumer: take tasks from the queue, run periodic jobs, check in. Stop it with

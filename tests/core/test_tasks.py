@@ -86,7 +86,9 @@ def test_a_check_in_offers_what_the_carrier_lost_and_takes_over_a_dead_consumers
     ran: list[int | None] = []
     queue.register("test.record", ran.append, attempts=3)
     now = utcnow()
-    lost = Task(name="test.record", subject_id=1, created_at=now, run_after=now, max_attempts=3)
+    due = now - queue.stale_after - timedelta(seconds=1)  # and nobody took it since
+    lost = Task(name="test.record", subject_id=1, created_at=due, run_after=due, max_attempts=3)
+    fresh = Task(name="test.record", subject_id=4, created_at=now, run_after=now, max_attempts=3)
     orphan = Task(
         name="test.record",
         subject_id=2,
@@ -109,17 +111,19 @@ def test_a_check_in_offers_what_the_carrier_lost_and_takes_over_a_dead_consumers
         consumer="alive",
         heartbeat_at=now,
     )
-    session.add_all([lost, orphan, busy])
+    session.add_all([lost, orphan, busy, fresh])
     session.commit()
 
     assert queue.check_in("this", now) == 2
     queue.drain()
 
-    assert sorted(ran) == [1, 2]  # the live consumer's task is left to it
+    # The live consumer's task is left to it, and the one just enqueued to its first offer.
+    assert sorted(ran) == [1, 2]
     assert {t.subject_id: t.status for t in rows(session, "test.record")} == {
         1: "done",
         2: "done",
         3: "running",
+        4: "waiting",
     }
     assert session.get(TaskConsumer, "this") is not None
 
