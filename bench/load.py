@@ -80,6 +80,7 @@ SECONDS = 60.0
 WARM_UP = 5.0
 CONCURRENCY = 8  # two requests per worker: one being served, one waiting for it
 WORKERS = 4
+CONSUMERS = 2  # task consumer processes beside gunicorn: one per core
 SCALE = 2_000
 MAINTAINERS = 1_500  # fresh maintainers for the visits: more than a run of 60 s can use
 MAX_REQUESTS = 200_000
@@ -545,17 +546,23 @@ def stop(process: subprocess.Popen[bytes], signal_number: signal.Signals) -> Non
 
 @contextmanager
 def consumer(environment: Mapping[str, str], log: Path) -> Iterator[None]:
-    """``flask --app app tasks worker`` until the block ends (the app's background work)."""
+    """``flask --app app tasks worker`` until the block ends (the app's background work): one
+    process per core, as the README's systemd unit suggests."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYS_")} | dict(environment)
     command = [sys.executable, "-m", "flask", "--app", "app", "tasks", "worker"]
+    processes = []
     with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
-        )
+        for _core in range(CONSUMERS):
+            processes.append(
+                subprocess.Popen(
+                    command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+                )
+            )
     try:
         yield
     finally:
-        stop(process, signal.SIGINT)
+        for process in processes:
+            stop(process, signal.SIGINT)
 
 
 def wait_until_answering(server: subprocess.Popen[bytes], port: int, log: Path) -> None:
