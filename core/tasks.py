@@ -333,12 +333,7 @@ class TaskQueue:
                             ),
                             col(Task.run_after) <= now,
                         ),
-                        sa.and_(
-                            col(Task.status).in_(
-                                TASK_LIFECYCLE.statuses_allowing(TaskAction.TAKE_OVER)
-                            ),
-                            col(Task.heartbeat_at) < now - self.stale_after,
-                        ),
+                        self._abandoned(now),
                     ),
                 )
                 .values(
@@ -356,6 +351,13 @@ class TaskQueue:
             if task is not None:
                 session.expunge(task)
             return task
+
+    def _abandoned(self, now: datetime) -> sa.ColumnElement[bool]:
+        """Running, but its consumer stopped refreshing the heartbeat: another may take it."""
+        return sa.and_(
+            col(Task.status).in_(TASK_LIFECYCLE.statuses_allowing(TaskAction.TAKE_OVER)),
+            col(Task.heartbeat_at) < now - self.stale_after,
+        )
 
     def _end(self, task_id: int, action: TaskAction, *, reason: str) -> None:
         now = utcnow()
@@ -412,10 +414,7 @@ class TaskQueue:
                                 col(Task.offered_at) < now - self.stale_after,
                             ),
                         ),
-                        sa.and_(
-                            col(Task.status) == TaskStatus.RUNNING,
-                            col(Task.heartbeat_at) < now - self.stale_after,
-                        ),
+                        self._abandoned(now),
                     )
                 )
                 .order_by(col(Task.id))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import re
-import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -199,12 +198,8 @@ def another_browser(browser: Browser) -> Iterator[Page]:
 
 def mail_to(mailbox: Mailbox, address: str, subject: str) -> EmailMessage:
     """The one mail to ``address`` with ``subject``, waiting a moment for it to arrive."""
-    deadline = time.monotonic() + 10
-    while True:
-        found = [m for m in mailbox.to(address) if m["Subject"] == subject]
-        if found or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    mailbox.wait_for(address, subject=subject, timeout=10)
+    found = mailbox.to(address, subject)
     assert len(found) == 1, f"expected one mail {subject!r} to {address}, got {len(found)}"
     return found[0]
 
